@@ -1,0 +1,225 @@
+"""The ``phasediff`` command.
+
+    phasediff data info SPEC            summary statistics of a dataset
+    phasediff data show SPEC --out F    a grid of samples
+    phasediff data export SPEC --out F  images (and labels) as .npz, e.g. samples of a synthetic model
+    phasediff cmi SPEC ...              I_t(A:C|B_r) on a (t, r) grid, with figures
+    phasediff study --out DIR           the default study: CMI heatmaps on MNIST and the exact models
+
+Bad input is reported in one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from phasediff import __version__
+from phasediff.errors import PhasediffError
+from phasediff.progress import set_quiet
+from phasediff.rundir import check_output_file, to_json, write_atomic
+from phasediff.specs import parse_list
+
+SPEC_HELP = ("dataset spec: mnist, fashion-mnist, digits, patches:size=S, grf:L=..,ell=.., gmrf:L=..,kappa=.., "
+             "gmm2:L=..,mu=..,sigma=.., gmm:data=mnist,k=..,rank=..,by=kmeans|class, ising:L=..,T=.., FILE.npz or a "
+             "folder of PNGs; every spec also takes crop=S and n=N")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same numbers")
+    common.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    return common
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help=SPEC_HELP)
+    parser.add_argument("--split", default="train", choices=("train", "test"), help="data split (default train)")
+    parser.add_argument("--n", type=int, default=None, help="number of images (default: all; synthetic: 10,000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
+                     "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
+    parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = commands.add_parser("data", help="inspect, plot and export datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    info = data_commands.add_parser("info", parents=[common], help="summary statistics (n, shape, min, max, mean, "
+                                    "std, classes, source)")
+    _data_args(info)
+    show = data_commands.add_parser("show", parents=[common], help="write a PNG grid of samples")
+    _data_args(show)
+    show.add_argument("--out", required=True, type=Path, help="output .png")
+    show.add_argument("--count", type=int, default=64, help="images in the grid (default 64)")
+    export = data_commands.add_parser("export", parents=[common], help="write images and labels to an .npz file")
+    _data_args(export)
+    export.add_argument("--out", required=True, type=Path, help="output .npz (keys images, labels)")
+
+    cmi = commands.add_parser("cmi", parents=[common], help="conditional mutual information I_t(A:C|B_r) on a "
+                              "(t, r) grid", description="Estimate I_t(A:C|B_r) in nats. A is the pixel (or "
+                              "K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C the rest.")
+    _data_args(cmi)
+    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian"),
+                     help="exact: closed form of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a "
+                     "standard error (gmm); gaussian: log-det formula on the empirical covariance + ridge I, "
+                     "jackknife standard errors (default)")
+    cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
+    cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
+    cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
+    cmi.add_argument("--patch", type=int, default=1, help="A is a K x K patch (default 1: one pixel)")
+    cmi.add_argument("--samples", type=int, default=4000, help="Monte Carlo samples of the exact gmm estimator")
+    cmi.add_argument("--ridge", type=float, default=1e-4, help="ridge added to the empirical covariance (gaussian)")
+    cmi.add_argument("--out", type=Path, default=None, help="run directory: config.yaml, results.json, "
+                     "arrays.npz, heatmap.png, cmi_vs_r.png")
+    cmi.add_argument("--force", action="store_true", help="replace an existing run directory")
+
+    study = commands.add_parser("study", parents=[common], help="the default study: CMI heatmaps on MNIST and "
+                                "on the exact models, with figures and a summary")
+    study.add_argument("--out", type=Path, default=Path("study"), help="output folder (default ./study)")
+    study.add_argument("--force", action="store_true", help="replace an existing output folder")
+    return parser
+
+
+def resolve_device(name: str) -> str:
+    """cpu, cuda, cuda:N or auto (cuda when present)."""
+    if name == "cpu":
+        return name
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise PhasediffError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        return name
+    raise PhasediffError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)")
+
+
+def _load(args):
+    from phasediff.data.registry import load_dataset
+
+    if args.n is not None and args.n < 1:
+        raise PhasediffError(f"--n must be >= 1, got {args.n}")
+    return load_dataset(args.spec, split=args.split, n=args.n, seed=args.seed)
+
+
+def _emit(args, payload: dict, text: str) -> None:
+    print(to_json(payload) if args.json else text)
+
+
+def cmd_data_info(args) -> None:
+    info = _load(args).info()
+    text = "\n".join(f"{key:>8}: {value}" for key, value in info.items())
+    _emit(args, info, text)
+
+
+def cmd_data_show(args) -> None:
+    from phasediff.report.figures import image_grid
+
+    out = check_output_file(args.out, (".png",))
+    if args.count < 1:
+        raise PhasediffError(f"--count must be >= 1, got {args.count}")
+    data = _load(args)
+    write_atomic(out, lambda tmp: image_grid(data.images[: args.count], tmp, title=data.source))
+    _emit(args, {"out": str(out), "images": min(args.count, len(data))}, f"wrote {out}")
+
+
+def cmd_data_export(args) -> None:
+    out = check_output_file(args.out, (".npz",))
+    data = _load(args)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            arrays = {"images": data.images}
+            if data.labels is not None:
+                arrays["labels"] = data.labels
+            np.savez_compressed(handle, **arrays)
+
+    write_atomic(out, write)
+    _emit(args, {"out": str(out), **data.info()}, f"wrote {len(data)} images of {data.shape} to {out}")
+
+
+def _parse_site(text: str | None):
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise PhasediffError(f"--site must be Y,X (two integers), got {text!r}") from None
+
+
+def cmd_cmi(args) -> None:
+    from phasediff.data.registry import load_model
+    from phasediff.info.cmi import measure_cmi
+    from phasediff.report.runs import write_cmi_run, cmi_table
+    from phasediff.rundir import check_run_dir
+
+    ts = parse_list(args.t, float, "--t")
+    rs = parse_list(args.r, int, "--r")
+    site = _parse_site(args.site)
+    if args.samples < 2:
+        raise PhasediffError(f"--samples must be >= 2, got {args.samples}")
+    if not args.ridge >= 0:
+        raise PhasediffError(f"--ridge must be >= 0, got {args.ridge}")
+    if args.out is not None:
+        check_run_dir(args.out, args.force)
+    # the exact estimator needs only the model, so it skips drawing a sample of images
+    source = load_model(args.spec) if args.estimator == "exact" else _load(args)
+    result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
+                         ridge=args.ridge, seed=args.seed)
+    if args.out is not None:
+        write_cmi_run(args.out, result, vars(args), force=args.force)
+    _emit(args, result.to_dict(), cmi_table(result) + (f"\nwrote {args.out}" if args.out else ""))
+
+
+def cmd_study(args) -> None:
+    from phasediff.report.study import run_study
+
+    summary = run_study(args.out, seed=args.seed, force=args.force)
+    _emit(args, summary, f"wrote {args.out} (open {args.out / 'index.html'})")
+
+
+COMMANDS = {"cmi": cmd_cmi, "study": cmd_study}
+DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors (status 2, one line)
+        return int(exit_.code or 0)
+    set_quiet(args.quiet)
+    try:
+        resolve_device(args.device)
+        np.random.seed(args.seed)
+        handler = DATA_COMMANDS[args.data_command] if args.command == "data" else COMMANDS[args.command]
+        handler(args)
+    except PhasediffError as error:
+        print(f"phasediff: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("phasediff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Run directories and text tables of CMI results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from phasediff.info.result import CMIResult
+from phasediff.report.figures import cmi_heatmap, cmi_versus_radius
+from phasediff.rundir import run_directory, save_arrays, save_json, save_yaml
+
+
+def write_cmi_run(out: Path, result: CMIResult, config: dict, force: bool = False) -> Path:
+    """config.yaml, results.json, arrays.npz, heatmap.png, cmi_vs_r.png and log.txt, written atomically."""
+    with run_directory(out, force=force) as work:
+        save_yaml(work / "config.yaml", {k: v for k, v in config.items() if k not in ("json", "quiet")})
+        save_json(work / "results.json", result.to_dict())
+        save_arrays(work / "arrays.npz", t=np.array(result.t), r=np.array(result.r), cmi=result.cmi,
+                    stderr=result.stderr)
+        cmi_heatmap(result, work / "heatmap.png")
+        cmi_versus_radius(result, work / "cmi_vs_r.png")
+        (work / "log.txt").write_text(cmi_table(result) + "\n")
+    return Path(out)
+
+
+def cmi_table(result: CMIResult) -> str:
+    """A text table: one row per t, one column per r; value (s.e.) when a standard error exists."""
+    cmi = np.asarray(result.cmi)
+    err = None if result.stderr is None else np.asarray(result.stderr)
+    width = 17 if err is not None else 9
+    lines = [f"I_t(A:C|B_r) in nats, {result.estimator} estimator, {result.dataset}",
+             f"site {result.site[0]},{result.site[1]}, patch {result.patch}, {result.seconds:.2f} s",
+             "   t \\ r " + "".join(f"{r:>{width}d}" for r in result.r)]
+    for i, t in enumerate(result.t):
+        cells = [f"{cmi[i, j]:.4f}" + (f" ({err[i, j]:.4f})" if err is not None else "") for j in range(len(result.r))]
+        lines.append(f"{t:8.3g} " + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
