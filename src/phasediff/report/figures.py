@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +17,7 @@ LOG_FLOOR = 1e-5
 
 
 def _title(result: CMIResult) -> str:
-    return f"I_t(A:C|B_r), {result.estimator} estimator\n{result.dataset}"
+    return f"I_t(A:C|B_r), {result.estimator} estimator\n{textwrap.shorten(result.dataset, 80, placeholder=' ...')}"
 
 
 def cmi_heatmap(result: CMIResult, path: Path) -> None:
