@@ -146,3 +146,43 @@ def test_bad_output_paths_are_refused(cli, tmp_path):
     status, _, err = cli("data", "export", "digits", "--out", tmp_path / "nowhere" / "x.npz")
     assert status == 2 and "does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fitted_mixture_spec_gives_monte_carlo_errors(cli_json):
+    result = cli_json("cmi", "gmm:data=digits,k=3,rank=2", "--estimator", "exact", "--t", "0.3,0.6", "--r", "1,2",
+                      "--samples", "500")
+    stderr = np.array(result["stderr"])
+    assert stderr.shape == (2, 2) and np.all(stderr > 0)
+    assert result["details"]["monte_carlo_samples"] == 500 and result["site"] == [4, 4]
+
+
+def test_ising_and_patches_specs_load(cli_json):
+    ising = cli_json("data", "info", "ising:L=8,T=3", "--n", "50")
+    assert ising["shape"] == [1, 8, 8] and {ising["min"], ising["max"]} <= {0.0, 1.0}
+    patches = cli_json("data", "info", "patches:size=12", "--n", "20")
+    assert patches["n"] == 20 and patches["shape"] == [1, 12, 12] and 0 <= patches["min"] <= patches["max"] <= 1
+
+
+def test_help_explains_every_command(cli):
+    for argv in (["--help"], ["cmi", "--help"], ["data", "info", "--help"], ["study", "--help"]):
+        status, out, _ = cli(*argv)
+        assert status == 0 and "usage" in out
+
+
+def test_study_writes_runs_summary_and_index(cli, tmp_path, monkeypatch):
+    import phasediff.report.study as study
+
+    monkeypatch.setattr(study, "STUDY_RUNS", [
+        ("grf", "grf:L=9,ell=2", "exact", "a Gaussian field"),
+        ("digits", "digits", "gaussian", "8 x 8 digits"),
+    ])
+    monkeypatch.setattr(study, "T_GRID", [0.2, 0.5])
+    monkeypatch.setattr(study, "R_GRID", [1, 2])
+    out = tmp_path / "study"
+    status, _, err = cli("study", "--out", out, "--quiet")
+    assert status == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [run["name"] for run in summary["runs"]] == ["grf", "digits"]
+    assert summary["runs"][0]["peak_stderr"] is None and summary["runs"][1]["peak_stderr"] > 0
+    index = (out / "index.html").read_text()
+    assert "grf/heatmap.png" in index and (out / "digits" / "cmi_vs_r.png").exists()
