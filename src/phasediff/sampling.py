@@ -70,3 +70,44 @@ def sample(denoiser: Denoiser, n: int, shape: tuple[int, int, int], steps: int =
         part = label[start : start + batch_size].to(device) if label is not None else None
         out.append(SAMPLERS[method](denoiser, noise[start : start + batch_size].to(device), times, part).cpu())
     return torch.cat(out)
+
+
+def sample_to_file(checkpoint, out, n: int, steps: int = 32, method: str = "euler", seed: int = 0,
+                   label: int | None = None, guidance: float = 1.0, batch_size: int = 500,
+                   device: str = "cpu") -> dict:
+    """Sample a saved denoiser into ``out`` (.npz, images (N, C, H, W) clipped to [0, 1]) and a PNG grid."""
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from phasediff.denoisers.checkpoint import load, read_info
+    from phasediff.report.figures import image_grid
+    from phasediff.rundir import write_atomic
+
+    model = load(checkpoint).to(device)
+    info = read_info(checkpoint)
+    shape = tuple(info.get("image_shape") or ())
+    if len(shape) != 3:
+        raise PhasediffError(f"checkpoint {checkpoint} does not record the image shape it was trained on")
+    labels = None
+    denoiser = model
+    if label is not None:
+        if getattr(model, "num_classes", None) is None or not 0 <= label < model.num_classes:
+            raise PhasediffError(f"label {label} needs a conditional model with that class")
+        labels = torch.full((n,), label, dtype=torch.long)
+        if guidance != 1.0:
+            denoiser = lambda x, t, y: model.guided(x, t, y, guidance)  # noqa: E731
+    elif guidance != 1.0:
+        raise PhasediffError("--guidance needs --label")
+    start = time.perf_counter()
+    images = sample(denoiser, n, shape, steps=steps, method=method, seed=seed, label=labels,
+                    batch_size=batch_size, device=device)
+    seconds = time.perf_counter() - start
+    images = images.clamp(0, 1).numpy().astype(np.float32)
+    out = Path(out)
+    grid = out.with_suffix(".png")
+    write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
+    write_atomic(grid, lambda tmp: image_grid(images[:64], tmp, title=f"{Path(checkpoint).name}: {steps} {method} steps"))
+    return {"out": str(out), "grid": str(grid), "n": n, "steps": steps, "method": method, "seconds": seconds,
+            "images_per_second": n / seconds}
