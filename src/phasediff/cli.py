@@ -5,6 +5,8 @@
     phasediff data export SPEC --out F  images (and labels) as .npz, e.g. samples of a synthetic model
     phasediff cmi SPEC ...              I_t(A:C|B_r) on a (t, r) grid, with figures
     phasediff study --out DIR           the default study: CMI heatmaps on MNIST and the exact models
+    phasediff train SPEC --model ...    train a local, global or classifier network (resumable, torchrun)
+    phasediff sample --model CKPT ...   draw samples with a trained denoiser
 
 Bad input is reported in one line with exit status 2.
 """
@@ -74,16 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "(t, r) grid", description="Estimate I_t(A:C|B_r) in nats. A is the pixel (or "
                               "K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C the rest.")
     _data_args(cmi)
-    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian"),
+    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian", "neural"),
                      help="exact: closed form of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a "
                      "standard error (gmm); gaussian: log-det formula on the empirical covariance + ridge I, "
-                     "jackknife standard errors (default)")
+                     "jackknife standard errors (default); neural: difference of held-out cross-entropies of one "
+                     "network for every t and r, paired standard errors and bootstrap intervals")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
     cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
     cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
     cmi.add_argument("--patch", type=int, default=1, help="A is a K x K patch (default 1: one pixel)")
     cmi.add_argument("--samples", type=int, default=4000, help="Monte Carlo samples of the exact gmm estimator")
     cmi.add_argument("--ridge", type=float, default=1e-4, help="ridge added to the empirical covariance (gaussian)")
+    cmi.add_argument("--epochs", type=float, default=None, help="neural: training epochs (default 12)")
+    cmi.add_argument("--budget", type=float, default=None, help="neural: stop training after this many seconds")
+    cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
+                     help="neural: posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
+    cmi.add_argument("--cache", default=None, help="neural: folder of trained networks (default: the data cache's "
+                     "neural/; 'none' to retrain every time)")
     cmi.add_argument("--out", type=Path, default=None, help="run directory: config.yaml, results.json, "
                      "arrays.npz, heatmap.png, cmi_vs_r.png")
     cmi.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -92,6 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
                                 "on the exact models, with figures and a summary")
     study.add_argument("--out", type=Path, default=Path("study"), help="output folder (default ./study)")
     study.add_argument("--force", action="store_true", help="replace an existing output folder")
+    train = commands.add_parser("train", parents=[common], help="train a network: a strictly local denoiser of "
+                                "radius R, a global U-Net, or the classifier that judges samples")
+    train.add_argument("spec", help=SPEC_HELP)
+    train.add_argument("--model", required=True, choices=("local", "global", "classifier"))
+    train.add_argument("--radius", type=int, default=None, help="receptive-field radius of a local model")
+    train.add_argument("--conditional", action="store_true", help="class-conditional global model (label dropout "
+                       "for classifier-free guidance)")
+    train.add_argument("--width", type=int, default=None, help="channels (local default 64, global base 32, "
+                       "classifier 16)")
+    train.add_argument("--position-channels", action="store_true", help="local model sees its (y, x) position")
+    train.add_argument("--crop", type=int, default=None, help="train a local model on random crops of this size")
+    train.add_argument("--t-min", type=float, default=0.0, help="lowest training time (default 0)")
+    train.add_argument("--t-max", type=float, default=1.0, help="highest training time (default 1)")
+    train.add_argument("--steps", type=int, default=10_000, help="optimiser steps (default 10,000)")
+    train.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-3 local and "
+                       "classifier, 5e-4 global)")
+    train.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
+    train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights")
+    train.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast or fp32")
+    train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    sample = commands.add_parser("sample", parents=[common], help="draw samples from a trained denoiser")
+    sample.add_argument("--model", required=True, type=Path, help="checkpoint (X, X.safetensors or X.json)")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--steps", type=int, default=32, help="integration steps from t = 1 to 0 (default 32)")
+    sample.add_argument("--method", default="euler", choices=("euler", "heun"))
+    sample.add_argument("--label", type=int, default=None, help="class label for a conditional model")
+    sample.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
+    sample.add_argument("--batch-size", type=int, default=500)
+    sample.add_argument("--out", type=Path, required=True, help="output .npz (images (N, C, H, W) in [0, 1]); a "
+                        "PNG grid is written beside it")
     return parser
 
 
@@ -166,6 +209,20 @@ def _parse_site(text: str | None):
         raise PhasediffError(f"--site must be Y,X (two integers), got {text!r}") from None
 
 
+def _neural_settings(args):
+    """NeuralSettings from the neural options of ``cmi``."""
+    from phasediff.data.mnist import cache_dir
+    from phasediff.info.neural import settings_with
+
+    for name in ("epochs", "budget"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise PhasediffError(f"--{name} must be > 0, got {value}")
+    cache = cache_dir() / "neural" if args.cache is None else None if args.cache == "none" else Path(args.cache)
+    return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache,
+                         device=resolve_device(args.device))
+
+
 def cmd_cmi(args) -> None:
     from phasediff.data.registry import load_model
     from phasediff.info.cmi import measure_cmi
@@ -184,7 +241,7 @@ def cmd_cmi(args) -> None:
     # the exact estimator needs only the model, so it skips drawing a sample of images
     source = load_model(args.spec) if args.estimator == "exact" else _load(args)
     result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
-                         ridge=args.ridge, seed=args.seed)
+                         ridge=args.ridge, seed=args.seed, neural=_neural_settings(args))
     if args.out is not None:
         write_cmi_run(args.out, result, vars(args), force=args.force)
     _emit(args, result.to_dict(), cmi_table(result) + (f"\nwrote {args.out}" if args.out else ""))
@@ -197,7 +254,26 @@ def cmd_study(args) -> None:
     _emit(args, summary, f"wrote {args.out} (open {args.out / 'index.html'})")
 
 
-COMMANDS = {"cmi": cmd_cmi, "study": cmd_study}
+def cmd_train(args) -> None:
+    from phasediff.train.setup import train_from_args
+
+    summary = train_from_args(args, resolve_device(args.device))
+    _emit(args, summary, f"trained to step {summary['step']}: loss {summary.get('loss', float('nan')):.4f}, "
+          f"validation {summary.get('val_loss', float('nan')):.4f}; wrote {args.out}")
+
+
+def cmd_sample(args) -> None:
+    from phasediff.sampling import sample_to_file
+
+    out = check_output_file(args.out, (".npz",))
+    summary = sample_to_file(args.model, out, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
+                             label=args.label, guidance=args.guidance, batch_size=args.batch_size,
+                             device=resolve_device(args.device))
+    _emit(args, summary, f"wrote {summary['n']} samples to {out} and {summary['grid']} "
+          f"({summary['seconds']:.1f} s)")
+
+
+COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
 

@@ -14,7 +14,7 @@ from phasediff.info.result import CMIResult
 from phasediff.paths import check_times
 from phasediff.regions import Tripartition, tripartition
 
-ESTIMATORS = ("exact", "gaussian")
+ESTIMATORS = ("exact", "gaussian", "neural")
 
 
 def flat_partitions(shape: tuple[int, int, int], parts: list[Tripartition]) -> list[tuple[np.ndarray, ...]]:
@@ -23,10 +23,12 @@ def flat_partitions(shape: tuple[int, int, int], parts: list[Tripartition]) -> l
 
 
 def measure_cmi(data, ts, rs, estimator: str = "gaussian", site=None, patch: int = 1,
-                n_samples: int = DEFAULT_MC_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0) -> CMIResult:
+                n_samples: int = DEFAULT_MC_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0,
+                neural=None) -> CMIResult:
     """I_t(A:C|B_r) for every t in ``ts`` and r in ``rs``.
 
     ``data`` is a `Dataset` (any estimator; ``exact`` uses its model) or an exact model (``exact`` only).
+    ``neural`` holds the `NeuralSettings` of the neural estimator (default settings if None).
     """
     if estimator not in ESTIMATORS:
         raise PhasediffError(f"unknown estimator {estimator!r} (choose from {', '.join(ESTIMATORS)})")
@@ -46,9 +48,14 @@ def measure_cmi(data, ts, rs, estimator: str = "gaussian", site=None, patch: int
         values, stderr = exact_cmi(model, ts, flat, n_samples=n_samples, seed=seed)
         if stderr is not None:
             details["monte_carlo_samples"] = n_samples
+    elif not is_dataset:
+        raise PhasediffError(f"the {estimator} estimator needs images, not only a model")
+    elif estimator == "neural":
+        from phasediff.info.neural import NeuralSettings, neural_cmi
+
+        values, stderr, found = neural_cmi(data, ts, rs, parts[0].site, patch, neural or NeuralSettings(), seed=seed)
+        details.update(found)
     else:
-        if not is_dataset:
-            raise PhasediffError("the gaussian estimator needs images, not only a model")
         values, stderr = empirical_gaussian_cmi(data.images, ts, flat, ridge=ridge, seed=seed)
         details.update(ridge=ridge, images=len(data), stderr_method="delete-one-block jackknife")
     return CMIResult(

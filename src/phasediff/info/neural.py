@@ -1,0 +1,198 @@
+"""The "neural" estimator: I_t(A:C|B_r) as a difference of held-out cross-entropies of one amortised network.
+
+    I_t(A:C|B_r) = H_t(A|B_r) - H_t(A|B_r C),   H_t(A|R) = E[-log q(x_t,A | x_t,R)],
+
+with q(x_t,A | context) the learned posterior of x_0,A convolved with the known noise (neural_density) and
+the chain rule over the elements of A. One network (neural_net.RingNet) gives q for every radius and t at
+once. The images are split into train / validation / test; both cross-entropies are evaluated on the same
+test images and the same noise draws (common random numbers across t too), so the CMI is the mean of
+per-image differences d_i: stderr = std(d) / sqrt(n), and a percentile-bootstrap 95% interval over images.
+A point is flagged below the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phasediff.data.dataset import Dataset
+from phasediff.errors import PhasediffError
+from phasediff.info.neural_density import CategoricalHead, MixtureHead, hermite_rule
+from phasediff.info.neural_net import Geometry, NetConfig, RingNet
+from phasediff.info.neural_train import Standardiser, TrainConfig, image_nll, train
+from phasediff.progress import progress
+from phasediff.rundir import write_atomic
+
+HEADS = ("auto", "categorical", "mixture")
+MAX_LEVELS = 256
+EVAL_NODES = 24
+RESOLUTION_FLOOR = 0.005  # nats: the accuracy the estimator reached on the exact models (see the validation)
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NeuralSettings:
+    """What the estimator does besides the network and the optimiser: head, splits, noise draws, cache."""
+
+    head: str = "auto"
+    components: int = 8
+    test: int = 10_000
+    val: int = 2_000
+    draws: int = 2
+    bootstrap: int = 1000
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache: Path | None = None
+    device: str = "cpu"
+
+
+def choose_head(images: np.ndarray, head: str, components: int):
+    """8-bit data (every value a multiple of 1/255 in [0, 1]) -> categorical over k/255; data with at most
+    MAX_LEVELS distinct values -> categorical over those; anything else -> a Gaussian mixture."""
+    if head not in HEADS:
+        raise PhasediffError(f"unknown head {head!r} (choose from {', '.join(HEADS)})")
+    if head == "mixture":
+        return MixtureHead(components)
+    scaled = images * 255.0
+    if images.min() >= 0 and images.max() <= 1 and np.abs(scaled - np.round(scaled)).max() < 1e-3:
+        return CategoricalHead(np.arange(256) / 255.0)
+    levels = np.unique(images)
+    if len(levels) <= MAX_LEVELS:
+        return CategoricalHead(levels)
+    if head == "categorical":
+        raise PhasediffError(f"the categorical head needs at most {MAX_LEVELS} distinct values, the data has more")
+    return MixtureHead(components)
+
+
+def split_indices(n: int, settings: NeuralSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices of a seeded permutation: test min(settings.test, n / 5), val min(settings.val,
+    n / 10), the rest to train."""
+    n_test, n_val = min(settings.test, n // 5), min(settings.val, n // 10)
+    if n - n_test - n_val < 100 or n_val < 20:
+        raise PhasediffError(f"the neural estimator needs at least 200 images, got {n}")
+    order = np.random.default_rng([seed, 17]).permutation(n)
+    return order[n_test + n_val:], order[n_test: n_test + n_val], order[:n_test]
+
+
+def _cache_key(images: np.ndarray, geometry: Geometry, head, settings: NeuralSettings, seed: int) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    spec = {"version": CACHE_VERSION, "shape": list(images.shape), "site": list(geometry.site), "patch": geometry.patch,
+            "head": head.kind, "levels": len(head.levels) if head.kind == "categorical" else head.k,
+            "split": [settings.test, settings.val], "net": settings.net.to_dict(),
+            "train": {k: v for k, v in settings.train.to_dict().items() if k != "budget"}, "seed": seed}
+    digest.update(json.dumps(spec, sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+def _load_cached(path: Path, net: RingNet) -> dict | None:
+    from safetensors.torch import load_file
+
+    weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not (weights.exists() and sidecar.exists()):
+        return None
+    net.load_state_dict(load_file(weights))
+    return json.loads(sidecar.read_text())
+
+
+def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    write_atomic(path.with_suffix(".safetensors"), lambda tmp: save_file(state, str(tmp)))
+    write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+
+
+def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, seed: int = 0):
+    """(net, head, standardiser, test images, meta): trained on the train split, or read from the cache."""
+    images = data.images
+    head = choose_head(images, settings.head, settings.components)
+    train_idx, val_idx, test_idx = split_indices(len(images), settings, seed)
+    x = torch.as_tensor(images)
+    standardise = Standardiser(float(images[train_idx].mean()), float(images[train_idx].std()) or 1.0)
+    torch.manual_seed(seed)
+    net = RingNet(geometry, head.n_outputs, settings.net)
+    key = _cache_key(images, geometry, head, settings, seed)
+    path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}"
+    meta = None if path is None else _load_cached(path, net)
+    if meta is None:
+        history = train(net, head, standardise, x[train_idx], x[val_idx], settings.train, seed=seed)
+        meta = {"key": key, "source": data.source, "net": settings.net.to_dict(), "train": settings.train.to_dict(),
+                "head": head.kind, "history": history, "cached": False}
+        if path is not None:
+            _save_cached(path, net, {**meta, "cached": True})
+    net.to(settings.device).eval()
+    meta.update(n_train=len(train_idx), n_val=len(val_idx), n_test=len(test_idx))
+    return net, head, standardise, x[test_idx], meta
+
+
+def test_nll(net, head, standardise, x0: torch.Tensor, ts, draws: int, seed: int, batch: int = 500) -> np.ndarray:
+    """Per-image held-out cross-entropy (n, T, D + 1) of the whole of A (chain rule), averaged over ``draws``
+    noise draws; the same draws serve every t and radius."""
+    rule, device = hermite_rule(EVAL_NODES), next(net.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = np.zeros((len(x0), len(ts), net.radius.num_embeddings))
+    with torch.no_grad():
+        for _ in progress(range(draws), desc="held-out cross-entropy", unit="draw"):
+            z = torch.randn(x0.shape, generator=g)
+            for start in range(0, len(x0), batch):
+                xb, zb = x0[start: start + batch].to(device), z[start: start + batch].to(device)
+                for k, t in enumerate(ts):
+                    tb = torch.full((len(xb),), float(t), device=device)
+                    nll = image_nll(net, head, standardise, xb, tb, zb, rule).sum(-1)
+                    out[start: start + batch, k] += nll.double().cpu().numpy() / draws
+    return out
+
+
+def paired_statistics(diff: np.ndarray, resamples: int, seed: int) -> dict:
+    """Mean, stderr and percentile-bootstrap 95% interval of per-image differences diff (n, ...)."""
+    n = len(diff)
+    flat = diff.reshape(n, -1)
+    counts = np.random.default_rng([seed, 23]).multinomial(n, np.full(n, 1 / n), size=resamples)
+    boot = counts @ flat / n
+    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+    shape = diff.shape[1:]
+    return {"mean": flat.mean(0).reshape(shape), "stderr": (flat.std(0, ddof=1) / np.sqrt(n)).reshape(shape),
+            "low": low.reshape(shape), "high": high.reshape(shape)}
+
+
+def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, settings: NeuralSettings,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(values (T, R), stderr (T, R), details) of I_t(A:C|B_r) for the images of ``data``."""
+    geometry = Geometry(tuple(data.shape), tuple(site), patch)
+    start = time.perf_counter()
+    net, head, standardise, x_test, meta = fit_network(data, geometry, settings, seed)
+    fitted = time.perf_counter() - start
+    nll = test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1)
+    full = geometry.n_rings
+    diff = nll[:, :, list(radii)] - nll[:, :, full:]
+    stats = paired_statistics(diff, settings.bootstrap, seed)
+    total = paired_statistics(nll[:, :, 0] - nll[:, :, full], settings.bootstrap, seed)
+    resolution = np.maximum(2 * stats["stderr"], RESOLUTION_FLOOR)
+    details = {
+        "head": head.kind, "levels" if head.kind == "categorical" else "components":
+            len(head.levels) if head.kind == "categorical" else head.k,
+        "interval_low": stats["low"], "interval_high": stats["high"], "interval": "percentile bootstrap 95%",
+        "resolution": resolution, "below_resolution": stats["mean"] < resolution,
+        "mutual_information_A_BC": total["mean"], "mutual_information_A_BC_stderr": total["stderr"],
+        "cross_entropy_global": nll[:, :, full].mean(0),
+        "stderr_method": "std of paired per-image differences / sqrt(n)",
+        "images": {"train": meta["n_train"], "val": meta["n_val"], "test": meta["n_test"]}, "draws": settings.draws,
+        "network": meta["net"], "training": {k: meta["history"][k] for k in
+                                             ("steps", "best_step", "best_val", "stop", "seconds")},
+        "cached": meta["cached"], "fit_seconds": fitted, "cache_key": meta["key"],
+    }
+    return stats["mean"], stats["stderr"], details
+
+
+def settings_with(**changes) -> NeuralSettings:
+    """NeuralSettings with some fields (including ``epochs``/``budget`` of the training) replaced."""
+    train_keys = {k: changes.pop(k) for k in ("epochs", "budget") if k in changes and changes[k] is not None}
+    settings = replace(NeuralSettings(), **{k: v for k, v in changes.items() if v is not None})
+    return replace(settings, train=replace(settings.train, **train_keys)) if train_keys else settings

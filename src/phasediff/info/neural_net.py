@@ -1,0 +1,197 @@
+"""The network of the neural CMI estimator: the posterior of x_0,A given the noised pixels within radius r,
+for every r at once.
+
+Geometry: d(p) is the Chebyshev distance of pixel p to the patch A (rings d = 1..D around it; d = 0 is A).
+The context of radius r is {p : 1 <= d(p) <= r}; r = D is the whole image but A. The network is causal in d:
+
+- trunk: residual blocks of a depthwise 3 x 3 convolution whose tap from q to p is kept only when
+  d(q) <= d(p) (a "ring-causal" convolution), then pointwise layers with FiLM in t. A feature at p therefore
+  depends only on pixels no farther from A than p. Pixels of A are zeroed at the input;
+- readout: position-specific linear maps summed over each ring, then a cumulative sum over rings:
+  h_r = sum_{1 <= d(p) <= r} W_p f_p, a function of the context of radius r alone;
+- head: a residual MLP on (h_r, t, r, the earlier elements of A) giving the posterior of each element of A
+  (raster order, channels innermost; the chain rule over A).
+
+One forward pass gives the posterior for r = 0 (no context), 1, ..., D, so the local (B_r) and global (B u C)
+cross-entropies come from the same network and the same pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from phasediff.regions import check_site, chebyshev_distance
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Rings around the patch A of ``patch`` x ``patch`` pixels at ``site`` on a (C, H, W) image."""
+
+    shape: tuple[int, int, int]
+    site: tuple[int, int]
+    patch: int
+
+    @property
+    def distance(self) -> np.ndarray:
+        """d(p), (H, W)."""
+        return chebyshev_distance(self.shape[1:], self.site, self.patch)
+
+    @property
+    def n_rings(self) -> int:
+        """D, the largest distance to A."""
+        return int(self.distance.max())
+
+    def rings(self) -> list[np.ndarray]:
+        """Flat pixel indices (into H * W) of the rings d = 1..D."""
+        flat = self.distance.ravel()
+        return [np.flatnonzero(flat == d) for d in range(1, self.n_rings + 1)]
+
+    def targets(self) -> np.ndarray:
+        """Flat element indices (into C * H * W) of A in chain-rule order: pixels in raster order, channel innermost."""
+        c, h, w = self.shape
+        pixels = np.flatnonzero(self.distance.ravel() == 0)
+        return (np.arange(c)[None, :] * h * w + pixels[:, None]).ravel()
+
+    def causal_taps(self, dilation: int) -> np.ndarray:
+        """(9, H, W) mask of the 3 x 3 taps q = p + dilation * (dy, dx) inside the image with d(q) <= d(p)."""
+        d = self.distance
+        h, w = d.shape
+        padded = np.full((h + 2 * dilation, w + 2 * dilation), np.iinfo(np.int64).max)
+        padded[dilation:-dilation, dilation:-dilation] = d
+        taps = [padded[dilation + dy * dilation: dilation + dy * dilation + h,
+                       dilation + dx * dilation: dilation + dx * dilation + w] <= d
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        return np.stack(taps)
+
+
+def time_features(t: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """[t, sin(pi k t), cos(pi k t)] for k = 1..n, (B, 2n + 1)."""
+    k = torch.arange(1, n + 1, device=t.device, dtype=t.dtype) * math.pi
+    return torch.cat([t[:, None], torch.sin(t[:, None] * k), torch.cos(t[:, None] * k)], 1)
+
+
+class RingCausalBlock(nn.Module):
+    """h + W2 gelu(FiLM_t(W1 dwconv(h))), the depthwise 3 x 3 convolution restricted to taps with d(q) <= d(p)."""
+
+    def __init__(self, channels: int, taps: np.ndarray, dilation: int, t_dim: int):
+        super().__init__()
+        self.dilation = dilation
+        self.register_buffer("taps", torch.as_tensor(taps, dtype=torch.float32))
+        self.depthwise = nn.Parameter(torch.randn(channels, 9) / 3.0)
+        self.inner = nn.Conv2d(channels, 2 * channels, 1)
+        self.film = nn.Linear(t_dim, 4 * channels)
+        self.outer = nn.Conv2d(2 * channels, channels, 1)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        nn.init.zeros_(self.outer.weight)
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = h.shape
+        k = self.dilation
+        padded = F.pad(h, (k, k, k, k))
+        weights = self.depthwise[:, :, None, None] * self.taps[None]  # (C, 9, H, W)
+        mixed = sum(padded[:, :, k + dy * k: k + dy * k + height, k + dx * k: k + dx * k + width] * weights[:, i]
+                    for i, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)))
+        gain, bias = self.film(temb)[:, :, None, None].chunk(2, 1)
+        return h + self.outer(F.gelu(self.inner(mixed) * (1 + gain) + bias))
+
+
+class ResidualMLP(nn.Module):
+    """x + W2 gelu(W1 LayerNorm(x))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.inner = nn.Linear(width, 2 * width)
+        self.outer = nn.Linear(2 * width, width)
+        nn.init.zeros_(self.outer.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.outer(F.gelu(self.inner(self.norm(x))))
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of the network; the defaults are the ones validated on the exact models."""
+
+    channels: int = 24
+    blocks: int = 3
+    readout_channels: int = 8
+    width: int = 256
+    head_blocks: int = 2
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class RingNet(nn.Module):
+    """Posterior parameters of each element of A given the context of every radius r = 0..D.
+
+    forward(x, t, target) with x the standardised noised image (B, C, H, W) (A is zeroed here), t (B,), and
+    target the standardised noised values of A's elements (B, m) returns (B, D + 1, m, n_outputs).
+    """
+
+    def __init__(self, geometry: Geometry, n_outputs: int, config: NetConfig = NetConfig()):
+        super().__init__()
+        self.geometry, self.config = geometry, config
+        c_img, h, w = geometry.shape
+        ch, width = config.channels, config.width
+        t_dim = 2 * 8 + 1
+        self.register_buffer("target_index", torch.as_tensor(geometry.targets()))
+        self.register_buffer("is_target", torch.zeros(c_img * h * w).index_fill_(0, self.target_index, 1.0))
+        rings = geometry.rings()
+        self.ring_sizes = [len(r) for r in rings]
+        self.register_buffer("ring_order", torch.as_tensor(np.concatenate(rings)))
+        self.stem = nn.Conv2d(c_img, ch, 1)
+        dilations = [2 ** (i % 3) for i in range(config.blocks)]  # 1, 2, 4, 1, ...: a wide receptive field cheaply
+        self.blocks = nn.ModuleList(RingCausalBlock(ch, geometry.causal_taps(k), k, t_dim) for k in dilations)
+        self.project = nn.Conv2d(ch, config.readout_channels, 1)
+        features = c_img + config.readout_channels
+        self.readout = nn.Parameter(torch.randn(h * w, features, width) / math.sqrt(features * 8))
+        self.readout_bias = nn.Parameter(torch.zeros(width))
+        m = len(geometry.targets())
+        self.register_buffer("earlier", torch.tril(torch.ones(m, m), -1))
+        self.prefix = nn.Linear(2 * m, width)
+        self.radius = nn.Embedding(geometry.n_rings + 1, width)
+        self.time = nn.Linear(t_dim, width)
+        self.mlp = nn.Sequential(*[ResidualMLP(width) for _ in range(config.head_blocks)])
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, n_outputs)
+
+    def trunk_features(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Per-pixel features (B, F, H * W): the input itself and the ring-causal trunk's projection."""
+        b = len(x)
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h, temb)
+        return torch.cat([x, self.project(h)], 1).reshape(b, -1, x.shape[2] * x.shape[3])
+
+    def context(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """h_r for r = 0..D, (B, D + 1, width), scaled by 1 / sqrt(number of context pixels)."""
+        f = self.trunk_features(x, temb)[:, :, self.ring_order]  # (B, F, P) in ring order
+        weights = self.readout[self.ring_order]  # (P, F, width)
+        sums, start = [], 0
+        for size in self.ring_sizes:
+            block = f[:, :, start: start + size]
+            sums.append(torch.einsum("bfp,pfw->bw", block, weights[start: start + size]))
+            start += size
+        cumulative = torch.cumsum(torch.stack([torch.zeros_like(sums[0]), *sums], 1), 1)
+        counts = torch.tensor([0, *np.cumsum(self.ring_sizes)], dtype=x.dtype, device=x.device)
+        return cumulative / counts.clamp_min(1).sqrt()[:, None] + self.readout_bias
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        b = len(x)
+        x = (x.reshape(b, -1) * (1 - self.is_target)).reshape(x.shape)
+        temb = time_features(t)
+        ctx = self.context(x, temb)  # (B, R, width)
+        prefix = self.prefix(torch.cat([target[:, None, :] * self.earlier, torch.eye(len(self.earlier),
+                                        device=x.device).expand(b, -1, -1)], -1))  # (B, m, width)
+        radii = self.radius.weight  # (R, width)
+        h = ctx[:, :, None] + prefix[:, None] + radii[None, :, None] + self.time(temb)[:, None, None]
+        return self.out(self.norm(self.mlp(h)))

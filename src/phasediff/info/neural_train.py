@@ -1,0 +1,149 @@
+"""Training of the neural CMI network: the held-out cross-entropy of x_t,A given every radius at once.
+
+Loss of one image at time t: the mean over radii r = 0..D and elements i of A of
+E_z[-log p_t(x_t,A_i | context of radius r, x_t,A_<i)] (quadrature over the element's own noise; fresh noise
+on every other pixel at every step). t is 0 for a fraction ZERO_T_FRACTION of the images (the discrete
+cross-entropy of a categorical head) and stratified uniform on (0, 1] for the rest. AdamW with a short
+warm-up and a cosine decay; the validation cross-entropy (fixed images, t grid and noise) is checked every
+``eval_every`` steps and the best weights are kept; training stops after ``patience`` checks without gain.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from phasediff.info.neural_density import expected_nll, hermite_rule
+from phasediff.progress import progress
+
+ZERO_T_FRACTION = 1 / 16
+TRAIN_NODES = 12  # Gauss-Hermite nodes for the training loss (evaluation uses more)
+VAL_TIMES = np.linspace(0.0, 1.0, 11)[:-1]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (part of the cache key)."""
+
+    epochs: float = 12.0
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.03
+    eval_every: int = 200
+    patience: int = 6
+    budget: float | None = None  # seconds; a hard stop that makes the result depend on the machine's speed
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """x_t -> (x_t - (1 - t) mu) / sqrt((1 - t)^2 sigma^2 + t^2): unit scale at every t for the network input."""
+
+    mu: float
+    sigma: float
+
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (xt.dim() - 1)
+        s = (1 - t).reshape(shape)
+        return (xt - s * self.mu) / torch.sqrt(s**2 * self.sigma**2 + t.reshape(shape) ** 2)
+
+
+def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+              rule) -> torch.Tensor:
+    """Per-image cross-entropy (B, D + 1, m) for every radius and element of A, noise z on all pixels."""
+    b = len(x0)
+    s = (1 - t).reshape(-1, 1, 1, 1)
+    xt = s * x0 + t.reshape(-1, 1, 1, 1) * z
+    x = standardise(xt, t)
+    target = x.reshape(b, -1)[:, net.target_index]
+    out = net(x, t, target)
+    radii, m = out.shape[1], out.shape[2]
+    x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :].expand(b, radii, m)
+    return expected_nll(head, out, x0_a, t[:, None, None].expand(b, radii, m), rule,
+                        scale=standardise.sigma, offset=standardise.mu)
+
+
+def _validation_set(x0: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed t (cycling over VAL_TIMES) and a fixed noise draw per validation image."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.tensor(VAL_TIMES, dtype=torch.float32).repeat(len(x0) // len(VAL_TIMES) + 1)[: len(x0)]
+    return t, torch.randn(x0.shape, generator=g)
+
+
+def validation_loss(net, head, standardise, x0, t, z, batch: int = 512) -> float:
+    rule = hermite_rule(TRAIN_NODES)
+    net.eval()
+    with torch.no_grad():
+        total = sum(float(image_nll(net, head, standardise, x0[i: i + batch], t[i: i + batch], z[i: i + batch],
+                                    rule).sum(-1).mean(-1).sum()) for i in range(0, len(x0), batch))
+    net.train()
+    return total / len(x0)
+
+
+def _times(n: int, g: torch.Generator) -> torch.Tensor:
+    """Stratified uniform t on (0, 1], with a fraction ZERO_T_FRACTION set to exactly 0."""
+    t = 1 - (torch.randperm(n, generator=g) + torch.rand(n, generator=g)) / n
+    return torch.where(torch.rand(n, generator=g) < ZERO_T_FRACTION, torch.zeros_like(t), t)
+
+
+def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig,
+          seed: int = 0) -> dict:
+    """Fit ``net`` in place (keeping the best validation weights); returns the training history."""
+    g = torch.Generator().manual_seed(seed)
+    val_t, val_z = _validation_set(x_val, seed + 1)
+    batch = min(config.batch, len(x_train))
+    steps_per_epoch = max(1, len(x_train) // batch)
+    total = max(1, int(round(config.epochs * steps_per_epoch)))
+    warm = max(1, int(config.warmup * total))
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(k / total, 1.0)))))
+    rule = hermite_rule(TRAIN_NODES)
+    best = (validation_loss(net, head, standardise, x_val, val_t, val_z), 0)
+    best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    history = {"step": [0], "val": [best[0]], "train": [float("nan")]}
+    start, running, stop = time.perf_counter(), [], "epochs"
+    order = torch.randperm(len(x_train), generator=g)
+    cursor = 0
+    bar = progress(range(1, total + 1), desc="training CMI network", unit="step")
+    for step in bar:
+        if cursor + batch > len(order):
+            order, cursor = torch.randperm(len(x_train), generator=g), 0
+        x0 = x_train[order[cursor: cursor + batch]]
+        cursor += batch
+        t = _times(batch, g)
+        loss = image_nll(net, head, standardise, x0, t, torch.randn(x0.shape, generator=g), rule).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        running.append(float(loss))
+        if step % config.eval_every == 0 or step == total:
+            val = validation_loss(net, head, standardise, x_val, val_t, val_z)
+            history["step"].append(step)
+            history["val"].append(val)
+            history["train"].append(float(np.mean(running)))
+            running = []
+            bar.set_postfix(val=f"{val:.4f}")
+            if val < best[0]:
+                best = (val, step)
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            elif (step - best[1]) >= config.patience * config.eval_every:
+                stop = "early stopping"
+                break
+            if config.budget is not None and time.perf_counter() - start > config.budget:
+                stop = "time budget"
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    history.update(best_step=best[1], best_val=best[0], steps=step, stop=stop,
+                   seconds=time.perf_counter() - start, steps_per_epoch=steps_per_epoch)
+    return history
