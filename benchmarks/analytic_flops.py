@@ -11,7 +11,7 @@ flop count (computed in column blocks into one output buffer, to bound memory), 
 logit product (H W, B, K + 2) @ (H W, K + 2, N) that the algorithm itself issues. Every timing is the best of
 ``--repeats``, alternating between the candidates so that load from other processes hits them alike.
 
-    python benchmarks/analytic_flops.py [--train 10000] [--batch 64] [--dtype float64 float32] [--threads N]
+    python benchmarks/analytic_flops.py [--train 10000] [--batch 64] [--dtype float64 float32] [--t 0.3] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from phasediff.denoisers.analytic import PatchPosteriorDenoiser
 from phasediff.errors import PhasediffError
 
-RADIUS, T = 3, 0.3
+RADIUS = 3
 REFERENCE_BLOCK = 1024  # columns per block of the reference products
 
 
@@ -60,10 +60,11 @@ def timer(fn, device: torch.device):
     return run
 
 
-def measure(train, test, dtype: torch.dtype, device: torch.device, chunk: int | None, repeats: int, seed: int):
+def measure(train, test, t: float, dtype: torch.dtype, device: torch.device, chunk: int | None, repeats: int,
+            seed: int):
     den = PatchPosteriorDenoiser(train, RADIUS, "same", chunk=chunk, dtype=dtype).to(device)
     g = torch.Generator().manual_seed(seed)
-    x_t = ((1 - T) * test + T * torch.randn(test.shape, generator=g)).to(device=device, dtype=dtype)
+    x_t = ((1 - t) * test + t * torch.randn(test.shape, generator=g)).to(device=device, dtype=dtype)
     batch, channels, height, width = x_t.shape
     n_train, k = len(train), channels * (2 * RADIUS + 1) ** 2
     m, inner = batch * height * width, k + channels + 3
@@ -86,7 +87,7 @@ def measure(train, test, dtype: torch.dtype, device: torch.device, chunk: int | 
             width_ = min(REFERENCE_BLOCK, n_train - s)
             torch.matmul(qa, qb[..., :width_], out=qout[..., :width_])
 
-    runs = {"patch": timer(lambda: den(x_t, T), device), "plain": timer(plain, device),
+    runs = {"patch": timer(lambda: den(x_t, t), device), "plain": timer(plain, device),
             "batched": timer(batched, device)}
     best = {name: float("inf") for name in runs}
     for _ in range(repeats):
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=10000, help="training images (default 10000)")
     parser.add_argument("--batch", type=int, default=64, help="query images per call (default 64)")
     parser.add_argument("--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    parser.add_argument("--t", type=float, default=0.3, help="noise level of the queries (default 0.3)")
     parser.add_argument("--chunk", type=int, default=None, help="training images per block (default: auto)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
@@ -125,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train, test, source = load(args.train, args.batch, args.seed)
-    results = [measure(train, test, getattr(torch, name), device, args.chunk, args.repeats, args.seed)
+    results = [measure(train, test, args.t, getattr(torch, name), device, args.chunk, args.repeats, args.seed)
                for name in args.dtype]
-    info = {"benchmark": "patch posterior FLOP rate", "radius": RADIUS, "locations": "same", "t": T,
+    info = {"benchmark": "patch posterior FLOP rate", "radius": RADIUS, "locations": "same", "t": args.t,
             "data": source, "train_images": len(train), "batch": len(test), "image_shape": list(test.shape[1:]),
             "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "results": results}

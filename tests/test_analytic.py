@@ -261,6 +261,7 @@ def test_invalid_inputs_raise_phasediff_error():
         lambda: WienerDenoiser(np.zeros(3), np.eye(4)),
         lambda: WienerDenoiser(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]])),
         lambda: WienerDenoiser(np.zeros(4), np.eye(4), (1, 3, 3)),
+        lambda: WienerDenoiser(np.zeros(2), np.array([[1.0, 2.0], [2.0, 1.0]])),
         lambda: LocalWienerDenoiser(np.zeros(16), np.eye(16), (1, 4, 4), 4),
     ]
     for build in bad_builds:

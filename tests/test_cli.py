@@ -52,8 +52,10 @@ def test_cmi_run_directory_and_no_silent_overwrite(cli, tmp_path):
                           "--out", out, "--quiet")
     assert status == 0 and "wrote" in text
     names = {p.name for p in out.iterdir()}
-    assert names == {"config.yaml", "results.json", "arrays.npz", "heatmap.png", "cmi_vs_r.png", "log.txt"}
+    assert names == {"config.yaml", "results.json", "arrays.npz", "heatmap.png", "cmi_vs_r.png", "log.txt",
+                     "markov_length.png"}
     saved = json.loads((out / "results.json").read_text())
+    assert {"markov_length", "peak", "window"} <= saved["analysis"].keys()
     assert np.allclose(np.load(out / "arrays.npz")["cmi"], saved["cmi"])
     before = (out / "results.json").read_text()
     status, _, err = cli("cmi", "gmrf:L=9,kappa=1", "--estimator", "exact", "--t", "0.5", "--r", "1", "--out", out)
@@ -123,6 +125,7 @@ BAD_CMI = [
     ("too few images", ["cmi", "grf:L=9,ell=2", "--n", "40"]),
     ("bad split", ["data", "info", "digits", "--split", "valid"]),
     ("bad device", ["cmi", "grf:L=9,ell=2", "--device", "tpu"]),
+    ("bad delta", ["cmi", "grf:L=9,ell=2", "--estimator", "exact", "--delta", "0"]),
 ]
 
 

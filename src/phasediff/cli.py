@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="neural: posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
     cmi.add_argument("--cache", default=None, help="neural: folder of trained networks (default: the data cache's "
                      "neural/; 'none' to retrain every time)")
+    cmi.add_argument("--delta", type=float, default=0.005, help="threshold of the nonlocality window, nats "
+                     "(default 0.005)")
     cmi.add_argument("--out", type=Path, default=None, help="run directory: config.yaml, results.json, "
-                     "arrays.npz, heatmap.png, cmi_vs_r.png")
+                     "arrays.npz, heatmap.png, cmi_vs_r.png, markov_length.png")
     cmi.add_argument("--force", action="store_true", help="replace an existing run directory")
 
     study = commands.add_parser("study", parents=[common], help="the default study: CMI heatmaps on MNIST and "
@@ -236,12 +238,15 @@ def cmd_cmi(args) -> None:
         raise PhasediffError(f"--samples must be >= 2, got {args.samples}")
     if not args.ridge >= 0:
         raise PhasediffError(f"--ridge must be >= 0, got {args.ridge}")
+    if not args.delta > 0:
+        raise PhasediffError(f"--delta must be > 0, got {args.delta}")
     if args.out is not None:
         check_run_dir(args.out, args.force)
     # the exact estimator needs only the model, so it skips drawing a sample of images
     source = load_model(args.spec) if args.estimator == "exact" else _load(args)
     result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
                          ridge=args.ridge, seed=args.seed, neural=_neural_settings(args))
+    result.analyse(delta=args.delta, seed=args.seed)
     if args.out is not None:
         write_cmi_run(args.out, result, vars(args), force=args.force)
     _emit(args, result.to_dict(), cmi_table(result) + (f"\nwrote {args.out}" if args.out else ""))

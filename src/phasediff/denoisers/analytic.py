@@ -335,8 +335,10 @@ def _moments(train_images) -> tuple[Tensor, Tensor, tuple[int, ...]]:
 
 
 def _eigh(covariance: Tensor) -> tuple[Tensor, Tensor]:
-    """Eigenvalues (clipped at 0) and eigenvectors of symmetric matrices (batched)."""
+    """Eigenvalues (rounding errors below 0 clipped) and eigenvectors of covariance matrices (batched)."""
     values, vectors = torch.linalg.eigh(covariance)
+    if bool((values.amin(-1) < -1e-8 * values.amax(-1).clamp(min=1e-300)).any()):
+        raise PhasediffError("covariance must be positive semi-definite")
     return values.clamp(min=0), vectors
 
 

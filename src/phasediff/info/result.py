@@ -22,6 +22,14 @@ class CMIResult:
     region_sizes: list[dict[str, int]]
     seconds: float
     details: dict = field(default_factory=dict)
+    analysis: dict = field(default_factory=dict)
+
+    def analyse(self, delta: float = 0.005, seed: int = 0) -> dict:
+        """Fill ``analysis`` with the Markov lengths, peak time and window (see `phasediff.info.markov`)."""
+        from phasediff.info.markov import summarise
+
+        self.analysis = summarise(self.t, self.r, self.cmi, self.stderr, delta=delta, seed=seed)
+        return self.analysis
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -83,3 +83,25 @@ def image_grid(images: np.ndarray, path: Path, columns: int = 8, title: str | No
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def markov_length_figure(result: CMIResult, path: Path) -> None:
+    """xi(t) with 95% intervals (open intervals drawn to the top of the axes); t with no fit are left out."""
+    fit = result.analysis["markov_length"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    rows = [(t, x, lo, hi) for t, x, lo, hi in zip(fit["t"], fit["xi"], fit["xi_low"], fit["xi_high"])
+            if x is not None and np.isfinite(x)]
+    if rows:
+        t, xi, lo, hi = (np.array(v, float) for v in zip(*rows))
+        top = max(2 * np.nanmax(xi), 1.0)
+        hi = np.minimum(hi, top)
+        ax.errorbar(t, xi, yerr=(xi - lo, hi - xi), fmt="o-", capsize=3)
+        ax.set_ylim(0, top)
+    else:
+        ax.text(0.5, 0.5, "no t with two resolved radii", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("t (0 = data, 1 = noise)")
+    ax.set_ylabel("Markov length xi (pixels)")
+    ax.set_title(_title(result) + ", bars: 95% interval", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

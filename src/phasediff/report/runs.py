@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from phasediff.info.result import CMIResult
-from phasediff.report.figures import cmi_heatmap, cmi_versus_radius
+from phasediff.report.figures import cmi_heatmap, cmi_versus_radius, markov_length_figure
 from phasediff.rundir import run_directory, save_arrays, save_json, save_yaml
 
 
 def write_cmi_run(out: Path, result: CMIResult, config: dict, force: bool = False) -> Path:
-    """config.yaml, results.json, arrays.npz, heatmap.png, cmi_vs_r.png and log.txt, written atomically."""
+    """config.yaml, results.json, arrays.npz, heatmap.png, cmi_vs_r.png, markov_length.png and log.txt,
+    written atomically (the result is analysed first if it has not been)."""
+    if not result.analysis:
+        result.analyse()
     with run_directory(out, force=force) as work:
         save_yaml(work / "config.yaml", {k: v for k, v in config.items() if k not in ("json", "quiet")})
         save_json(work / "results.json", result.to_dict())
@@ -20,6 +23,7 @@ def write_cmi_run(out: Path, result: CMIResult, config: dict, force: bool = Fals
                     stderr=result.stderr)
         cmi_heatmap(result, work / "heatmap.png")
         cmi_versus_radius(result, work / "cmi_vs_r.png")
+        markov_length_figure(result, work / "markov_length.png")
         (work / "log.txt").write_text(cmi_table(result) + "\n")
     return Path(out)
 
@@ -35,4 +39,14 @@ def cmi_table(result: CMIResult) -> str:
     for i, t in enumerate(result.t):
         cells = [f"{cmi[i, j]:.4f}" + (f" ({err[i, j]:.4f})" if err is not None else "") for j in range(len(result.r))]
         lines.append(f"{t:8.3g} " + "".join(f"{c:>{width}}" for c in cells))
+    if result.analysis:
+        fit, peak, window = (result.analysis[k] for k in ("markov_length", "peak", "window"))
+        xi = ", ".join(f"{t:g}: {x:.2f}" if x is not None else f"{t:g}: -" for t, x in zip(fit["t"], fit["xi"]))
+        lines.append(f"Markov length xi(t): {xi}")
+        lines.append(f"r={result.analysis['radius']}: peak at t={peak['t_peak']:g}"
+                     + (f" [{peak['low']:g}, {peak['high']:g}]" if peak["low"] is not None else ""))
+        if window["t_start"] is not None:
+            lines.append(f"window I > {window['delta']:g}: [{window['t_start']:.3f}, {window['t_end']:.3f}]")
+        else:
+            lines.append(f"window I > {window['delta']:g}: none")
     return "\n".join(lines)
