@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from phasediff.cli import main
 
@@ -22,3 +23,12 @@ def cli_json(cli):
         assert status == 0, err
         return json.loads(out)
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run many tiny tensor operations, for which a second thread costs more than it gives."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,11 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "(t, r) grid", description="Estimate I_t(A:C|B_r) in nats. A is the pixel (or "
                               "K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C the rest.")
     _data_args(cmi)
-    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian", "neural"),
+    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian", "neural", "mine"),
                      help="exact: closed form of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a "
                      "standard error (gmm); gaussian: log-det formula on the empirical covariance + ridge I, "
                      "jackknife standard errors (default); neural: difference of held-out cross-entropies of one "
-                     "network for every t and r, paired standard errors and bootstrap intervals")
+                     "network for every t and r, paired standard errors and bootstrap intervals; mine: "
+                     "Donsker-Varadhan bounds of I(A:BC) - I(A:B_r), see --mine-protocol")
+    cmi.add_argument("--mine-protocol", default="sound", choices=("sound", "paper"),
+                     help="mine: sound (fresh noise, held-out evaluation, s.e.) or paper (one noise draw per image, "
+                     "bound averaged over the last 10%% of training, max of runs, clipped at 0)")
+    cmi.add_argument("--mine-steps", type=int, default=1500, help="mine: training steps per critic (default 1500)")
+    cmi.add_argument("--mine-runs", type=int, default=1, help="mine: runs of the I(A:BC) critic (paper: 3)")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
     cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
     cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
@@ -211,6 +217,15 @@ def _parse_site(text: str | None):
         raise PhasediffError(f"--site must be Y,X (two integers), got {text!r}") from None
 
 
+def _mine_settings(args):
+    """MineSettings from the MINE options of ``cmi``."""
+    from phasediff.info.mine import MineSettings
+
+    settings = MineSettings(protocol=args.mine_protocol, steps=args.mine_steps, runs=args.mine_runs)
+    settings.check()
+    return settings
+
+
 def _neural_settings(args):
     """NeuralSettings from the neural options of ``cmi``."""
     from phasediff.data.mnist import cache_dir
@@ -245,7 +260,7 @@ def cmd_cmi(args) -> None:
     # the exact estimator needs only the model, so it skips drawing a sample of images
     source = load_model(args.spec) if args.estimator == "exact" else _load(args)
     result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
-                         ridge=args.ridge, seed=args.seed, neural=_neural_settings(args))
+                         ridge=args.ridge, seed=args.seed, neural=_neural_settings(args), mine=_mine_settings(args))
     result.analyse(delta=args.delta, seed=args.seed)
     if args.out is not None:
         write_cmi_run(args.out, result, vars(args), force=args.force)

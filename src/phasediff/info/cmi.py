@@ -14,7 +14,7 @@ from phasediff.info.result import CMIResult
 from phasediff.paths import check_times
 from phasediff.regions import Tripartition, tripartition
 
-ESTIMATORS = ("exact", "gaussian", "neural")
+ESTIMATORS = ("exact", "gaussian", "neural", "mine")
 
 
 def flat_partitions(shape: tuple[int, int, int], parts: list[Tripartition]) -> list[tuple[np.ndarray, ...]]:
@@ -24,11 +24,12 @@ def flat_partitions(shape: tuple[int, int, int], parts: list[Tripartition]) -> l
 
 def measure_cmi(data, ts, rs, estimator: str = "gaussian", site=None, patch: int = 1,
                 n_samples: int = DEFAULT_MC_SAMPLES, ridge: float = DEFAULT_RIDGE, seed: int = 0,
-                neural=None) -> CMIResult:
+                neural=None, mine=None) -> CMIResult:
     """I_t(A:C|B_r) for every t in ``ts`` and r in ``rs``.
 
     ``data`` is a `Dataset` (any estimator; ``exact`` uses its model) or an exact model (``exact`` only).
-    ``neural`` holds the `NeuralSettings` of the neural estimator (default settings if None).
+    ``neural`` holds the `NeuralSettings` of the neural estimator and ``mine`` the `MineSettings` of MINE
+    (default settings if None).
     """
     if estimator not in ESTIMATORS:
         raise PhasediffError(f"unknown estimator {estimator!r} (choose from {', '.join(ESTIMATORS)})")
@@ -54,6 +55,11 @@ def measure_cmi(data, ts, rs, estimator: str = "gaussian", site=None, patch: int
         from phasediff.info.neural import NeuralSettings, neural_cmi
 
         values, stderr, found = neural_cmi(data, ts, rs, parts[0].site, patch, neural or NeuralSettings(), seed=seed)
+        details.update(found)
+    elif estimator == "mine":
+        from phasediff.info.mine import MineSettings, mine_cmi
+
+        values, stderr, found = mine_cmi(data, ts, rs, parts[0].site, patch, mine or MineSettings(), seed=seed)
         details.update(found)
     else:
         values, stderr = empirical_gaussian_cmi(data.images, ts, flat, ridge=ridge, seed=seed)
