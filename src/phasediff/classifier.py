@@ -10,10 +10,15 @@ from torch import Tensor, nn
 FEATURES = 128
 
 
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
 class Classifier(nn.Module):
     """conv w -> pool -> conv 2w -> conv 4w -> pool -> conv 8w -> mean over space -> 128 features -> K.
 
-    Inputs (B, C, H, W) in [0, 1] of any size >= 8; dropout before the last layer.
+    Inputs (B, C, H, W) in [0, 1] of any size >= 8; GroupNorm (per image, so the EMA weights that training
+    saves need no batch statistics); dropout before the last layer.
     """
 
     arch = "classifier"
@@ -24,10 +29,10 @@ class Classifier(nn.Module):
         self.radius = None
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4 * w, 8 * w, 3, padding=1), nn.BatchNorm2d(8 * w), nn.ReLU(),
+            nn.Conv2d(channels, w, 3, padding=1), _norm(w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), _norm(2 * w), nn.ReLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), _norm(4 * w), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4 * w, 8 * w, 3, padding=1), _norm(8 * w), nn.ReLU(),
         )
         self.features = nn.Sequential(nn.Linear(8 * w, FEATURES), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURES, num_classes))

@@ -117,3 +117,13 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     _check_state(model, state, weights_path)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def update_info(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add measured fields (e.g. a test accuracy) to a checkpoint's sidecar, atomically; weights untouched."""
+    if clash := sorted(_RESERVED & fields.keys()):
+        raise PhasediffError(f"checkpoint fields {', '.join(clash)} cannot be updated")
+    info = {**read_info(path), **fields}
+    _, sidecar_path = checkpoint_paths(path)
+    write_atomic(sidecar_path, lambda tmp: tmp.write_text(to_json(info) + "\n"))
+    return info

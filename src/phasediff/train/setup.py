@@ -67,9 +67,10 @@ def train_from_args(args, device: str) -> dict:
                     info=info)
     if args.model == "classifier":
         from phasediff.classifier import accuracy
-        from phasediff.denoisers.checkpoint import load
+        from phasediff.denoisers.checkpoint import load, update_info
 
         judge = load(args.out / "model")
         summary["test_accuracy"] = accuracy(judge, torch.from_numpy(validation.images),
                                             torch.from_numpy(validation.labels))
+        update_info(args.out / "model", test_accuracy=summary["test_accuracy"])
     return summary
