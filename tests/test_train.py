@@ -75,8 +75,8 @@ def test_sample_command_writes_images_and_grid(cli, tmp_path):
 
 
 def test_classifier_trains_and_reports_accuracy(cli_json, tmp_path):
-    summary = cli_json("train", "digits", "--model", "classifier", "--steps", "60", "--batch-size", "64",
-                       "--checkpoint-every", "60", "--warmup", "10", "--out", tmp_path / "judge")
+    summary = cli_json("train", "digits", "--model", "classifier", "--steps", "150", "--batch-size", "64",
+                       "--checkpoint-every", "150", "--warmup", "10", "--out", tmp_path / "judge")
     assert summary["test_accuracy"] > 0.5
     assert load(tmp_path / "judge" / "model").config()["arch"] == "classifier"
 
