@@ -50,7 +50,7 @@ class CategoricalHead:
 
     def discrete_nll(self, out: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """-log pi_{k*} with v_{k*} the level nearest to x_0."""
-        index = torch.bucketize(x0, self._midpoints(out.device))
+        index = torch.bucketize(x0.contiguous(), self._midpoints(out.device))
         return -F.log_softmax(out, -1).gather(-1, index[..., None])[..., 0]
 
     def _midpoints(self, device) -> torch.Tensor:

@@ -58,6 +58,16 @@ class Geometry:
         pixels = np.flatnonzero(self.distance.ravel() == 0)
         return (np.arange(c)[None, :] * h * w + pixels[:, None]).ravel()
 
+    def coarse_basis(self, cell: float) -> np.ndarray:
+        """(H * W, J) bilinear hat functions on a grid of nodes about ``cell`` pixels apart (a partition of unity)."""
+        h, w = self.shape[1:]
+        axes = []
+        for size in (h, w):
+            nodes = np.linspace(0, size - 1, max(2, int(np.ceil((size - 1) / cell)) + 1))
+            spacing = nodes[1] - nodes[0]
+            axes.append(np.maximum(0.0, 1 - np.abs(np.arange(size)[:, None] - nodes[None]) / spacing))
+        return np.einsum("yi,xj->yxij", *axes).reshape(h * w, -1)
+
     def causal_taps(self, dilation: int) -> np.ndarray:
         """(9, H, W) mask of the 3 x 3 taps q = p + dilation * (dy, dx) inside the image with d(q) <= d(p)."""
         d = self.distance
@@ -123,6 +133,8 @@ class NetConfig:
     channels: int = 24
     blocks: int = 3
     readout_channels: int = 8
+    near: int = 3
+    cell: float = 3.0
     width: int = 256
     head_blocks: int = 2
 
@@ -147,13 +159,18 @@ class RingNet(nn.Module):
         self.register_buffer("is_target", torch.zeros(c_img * h * w).index_fill_(0, self.target_index, 1.0))
         rings = geometry.rings()
         self.ring_sizes = [len(r) for r in rings]
+        self.near = min(config.near, len(rings))
         self.register_buffer("ring_order", torch.as_tensor(np.concatenate(rings)))
+        n_near = sum(self.ring_sizes[: self.near])
+        basis = geometry.coarse_basis(config.cell)[np.concatenate(rings)[n_near:]]
+        self.register_buffer("far_basis", torch.as_tensor(basis, dtype=torch.float32))
         self.stem = nn.Conv2d(c_img, ch, 1)
         dilations = [2 ** (i % 3) for i in range(config.blocks)]  # 1, 2, 4, 1, ...: a wide receptive field cheaply
         self.blocks = nn.ModuleList(RingCausalBlock(ch, geometry.causal_taps(k), k, t_dim) for k in dilations)
         self.project = nn.Conv2d(ch, config.readout_channels, 1)
-        features = c_img + config.readout_channels
-        self.readout = nn.Parameter(torch.randn(h * w, features, width) / math.sqrt(features * 8))
+        features = 2 * c_img + config.readout_channels
+        self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * 8))
+        self.far_readout = nn.Parameter(torch.randn(features * basis.shape[1], width) / math.sqrt(features * 8))
         self.readout_bias = nn.Parameter(torch.zeros(width))
         m = len(geometry.targets())
         self.register_buffer("earlier", torch.tril(torch.ones(m, m), -1))
@@ -165,25 +182,36 @@ class RingNet(nn.Module):
         self.out = nn.Linear(width, n_outputs)
 
     def trunk_features(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """Per-pixel features (B, F, H * W): the input itself and the ring-causal trunk's projection."""
+        """Per-pixel features (B, F, H * W): the input x, x^2 (Gaussian log-likelihoods are sums of these) and a
+        projection of the ring-causal trunk."""
         b = len(x)
         h = self.stem(x)
         for block in self.blocks:
             h = block(h, temb)
-        return torch.cat([x, self.project(h)], 1).reshape(b, -1, x.shape[2] * x.shape[3])
+        return torch.cat([x, x**2, self.project(F.gelu(h))], 1).reshape(b, -1, x.shape[2] * x.shape[3])
 
     def context(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """h_r for r = 0..D, (B, D + 1, width), scaled by 1 / sqrt(number of context pixels)."""
+        """h_r for r = 0..D, (B, D + 1, width), scaled by 1 / sqrt(number of context pixels).
+
+        Rings 1..near are read with one weight matrix per pixel; farther rings through the coarse basis
+        (weights W_p = sum_j phi_j(p) M_j, smooth in p), which keeps the far field's parameters few.
+        """
         f = self.trunk_features(x, temb)[:, :, self.ring_order]  # (B, F, P) in ring order
-        weights = self.readout[self.ring_order]  # (P, F, width)
-        sums, start = [], 0
-        for size in self.ring_sizes:
-            block = f[:, :, start: start + size]
-            sums.append(torch.einsum("bfp,pfw->bw", block, weights[start: start + size]))
+        b = len(f)
+        sums, start = [torch.zeros(b, self.config.width, dtype=x.dtype, device=x.device)], 0
+        for size in self.ring_sizes[: self.near]:
+            sums.append(torch.einsum("bfp,pfw->bw", f[:, :, start: start + size], self.near_readout[start: start + size]))
             start += size
-        cumulative = torch.cumsum(torch.stack([torch.zeros_like(sums[0]), *sums], 1), 1)
+        h = torch.cumsum(torch.stack(sums, 1), 1)
+        pooled, offset = [], start
+        for size in self.ring_sizes[self.near:]:
+            pooled.append(f[:, :, start: start + size] @ self.far_basis[start - offset: start - offset + size])
+            start += size
+        if pooled:
+            far = torch.cumsum(torch.stack(pooled, 1), 1).reshape(b, len(pooled), -1) @ self.far_readout
+            h = torch.cat([h, h[:, -1:] + far], 1)
         counts = torch.tensor([0, *np.cumsum(self.ring_sizes)], dtype=x.dtype, device=x.device)
-        return cumulative / counts.clamp_min(1).sqrt()[:, None] + self.readout_bias
+        return h / counts.clamp_min(1).sqrt()[:, None] + self.readout_bias
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         b = len(x)

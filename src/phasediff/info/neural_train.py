@@ -125,7 +125,7 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         schedule.step()
-        running.append(float(loss))
+        running.append(loss.item())
         if step % config.eval_every == 0 or step == total:
             val = validation_loss(net, head, standardise, x_val, val_t, val_z)
             history["step"].append(step)
