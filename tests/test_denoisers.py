@@ -16,15 +16,6 @@ RADII = range(1, 13)
 SIZE = 29
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and spares the OpenMP stalls of a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PIXELS = ((14, 14), (0, 9), (28, 28))  # interior, edge, corner of a 29 x 29 image
 
 
