@@ -71,3 +71,16 @@ def test_summarise_on_the_two_component_mixture():
     assert out["window"]["t_start"] < out["peak"]["t_peak"] < out["window"]["t_end"]
     xi = out["markov_length"]["xi"]
     assert xi[70] > xi[30]  # the Markov length grows towards the transition
+
+
+def test_infinite_markov_lengths_serialise_to_standard_json(tmp_path):
+    import json
+
+    from phasediff.info.result import CMIResult
+    from phasediff.report.runs import write_cmi_run
+
+    flat = CMIResult(t=[0.3], r=[1, 2, 3], cmi=np.array([[0.05, 0.05, 0.05]]), stderr=np.full((1, 3), 0.001),
+                     estimator="gaussian", dataset="flat", site=(4, 4), patch=1, region_sizes=[], seconds=0.0)
+    write_cmi_run(tmp_path / "run", flat, {})
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["analysis"]["markov_length"]["xi_high"] == ["inf"]

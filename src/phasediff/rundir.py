@@ -4,6 +4,7 @@ built as a hidden sibling and renamed into place only when everything in it is f
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,8 +28,21 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _json_safe(value):
+    """Infinite floats become the strings "inf" / "-inf" and NaN becomes null, so the JSON stays standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def to_json(obj, indent: int | None = 2) -> str:
-    return json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
+    """Standard JSON (no NaN or Infinity literals); NumPy values and paths are converted."""
+    return json.dumps(_json_safe(json.loads(json.dumps(obj, default=_json_default))), indent=indent,
+                      allow_nan=False)
 
 
 def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
