@@ -113,17 +113,23 @@ class RingCausalBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """x + W2 gelu(W1 LayerNorm(x))."""
+    """x + W2 (gelu(W1 y) * W3 y) with y = LayerNorm(x): a gated unit, which forms products (quadratic forms,
+    the log-likelihoods of Gaussian components) directly; glu=False: x + W2 gelu(W1 y)."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, glu: bool = True):
         super().__init__()
+        self.glu = glu
         self.norm = nn.LayerNorm(width)
         self.inner = nn.Linear(width, 2 * width)
-        self.outer = nn.Linear(2 * width, width)
+        self.outer = nn.Linear(width if glu else 2 * width, width)
         nn.init.zeros_(self.outer.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.outer(F.gelu(self.inner(self.norm(x))))
+        y = self.inner(self.norm(x))
+        if self.glu:
+            a, b = y.chunk(2, -1)
+            return x + self.outer(F.gelu(a) * b)
+        return x + self.outer(F.gelu(y))
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,10 @@ class NetConfig:
     readout_channels: int = 8
     near: int = 3
     cell: float = 3.0
+    far_features: int = 0  # 0: all features in the far field; k: only the first k (x and x^2 per channel ...)
     width: int = 256
     head_blocks: int = 2
+    glu: bool = True
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,15 +178,15 @@ class RingNet(nn.Module):
         self.project = nn.Conv2d(ch, config.readout_channels, 1)
         features = 2 * c_img + config.readout_channels
         self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * 8))
-        self.far_readout = nn.Parameter(torch.randn(features * basis.shape[1], width) / math.sqrt(features * 8))
+        self.n_far = config.far_features or features
+        self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * 8))
         self.readout_bias = nn.Parameter(torch.zeros(width))
         m = len(geometry.targets())
         self.register_buffer("earlier", torch.tril(torch.ones(m, m), -1))
         self.prefix = nn.Linear(2 * m, width)
         self.radius = nn.Embedding(geometry.n_rings + 1, width)
         self.time = nn.Linear(t_dim, width)
-        self.mlp = nn.Sequential(*[ResidualMLP(width) for _ in range(config.head_blocks)])
-        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(*[ResidualMLP(width, config.glu) for _ in range(config.head_blocks)])
         self.out = nn.Linear(width, n_outputs)
 
     def trunk_features(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -205,7 +213,7 @@ class RingNet(nn.Module):
         h = torch.cumsum(torch.stack(sums, 1), 1)
         pooled, offset = [], start
         for size in self.ring_sizes[self.near:]:
-            pooled.append(f[:, :, start: start + size] @ self.far_basis[start - offset: start - offset + size])
+            pooled.append(f[:, : self.n_far, start: start + size] @ self.far_basis[start - offset: start - offset + size])
             start += size
         if pooled:
             far = torch.cumsum(torch.stack(pooled, 1), 1).reshape(b, len(pooled), -1) @ self.far_readout
@@ -222,4 +230,4 @@ class RingNet(nn.Module):
                                         device=x.device).expand(b, -1, -1)], -1))  # (B, m, width)
         radii = self.radius.weight  # (R, width)
         h = ctx[:, :, None] + prefix[:, None] + radii[None, :, None] + self.time(temb)[:, None, None]
-        return self.out(self.norm(self.mlp(h)))
+        return self.out(self.mlp(h))
