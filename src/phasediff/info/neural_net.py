@@ -177,9 +177,9 @@ class RingNet(nn.Module):
         self.blocks = nn.ModuleList(RingCausalBlock(ch, geometry.causal_taps(k), k, t_dim) for k in dilations)
         self.project = nn.Conv2d(ch, config.readout_channels, 1)
         features = 2 * c_img + config.readout_channels
-        self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * 8))
+        self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * max(n_near, 1)))
         self.n_far = config.far_features or features
-        self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * 8))
+        self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * len(basis)))
         self.readout_bias = nn.Parameter(torch.zeros(width))
         m = len(geometry.targets())
         self.register_buffer("earlier", torch.tril(torch.ones(m, m), -1))
@@ -218,8 +218,7 @@ class RingNet(nn.Module):
         if pooled:
             far = torch.cumsum(torch.stack(pooled, 1), 1).reshape(b, len(pooled), -1) @ self.far_readout
             h = torch.cat([h, h[:, -1:] + far], 1)
-        counts = torch.tensor([0, *np.cumsum(self.ring_sizes)], dtype=x.dtype, device=x.device)
-        return h / counts.clamp_min(1).sqrt()[:, None] + self.readout_bias
+        return h + self.readout_bias
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         b = len(x)
