@@ -6,7 +6,10 @@
     phasediff cmi SPEC ...              I_t(A:C|B_r) on a (t, r) grid, with figures
     phasediff study --out DIR           the default study: CMI heatmaps on MNIST and the exact models
     phasediff train SPEC --model ...    train a local, global or classifier network (resumable, torchrun)
-    phasediff sample --model CKPT ...   draw samples with a trained denoiser
+    phasediff sample --model CKPT ...   draw samples with a trained denoiser (or a local/global hybrid)
+    phasediff judge SAMPLES.npz ...     sample quality by the project's classifier (Frechet distance, ...)
+    phasediff hybrid ...                the paper's hybrid schedules and ours: quality, time, FLOPs
+    phasediff hybrid-sweep ...          a grid of global windows: the speed / quality Pareto front
 
 Bad input is reported in one line with exit status 2.
 """
@@ -143,7 +146,45 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=500)
     sample.add_argument("--out", type=Path, required=True, help="output .npz (images (N, C, H, W) in [0, 1]); a "
                         "PNG grid is written beside it")
+    _hybrid_args(sample, hybrid=False)
+
+    judge = commands.add_parser("judge", parents=[common], help="quality of samples against a dataset's test split")
+    judge.add_argument("samples", type=Path, help=".npz with images (N, C, H, W) in [0, 1]")
+    judge.add_argument("--data", required=True, help="dataset whose test split is the reference (mnist, ...)")
+    judge.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one)")
+    judge.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour check")
+
+    for name, text in (("hybrid", "the paper's hybrid schedules and the automatic window, judged and timed"),
+                       ("hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")):
+        sub = commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("--model", required=True, type=Path, help="global checkpoint")
+        sub.add_argument("--local", required=True, type=Path, help="local checkpoint")
+        sub.add_argument("--n", type=int, default=5000 if name == "hybrid" else 1000, help="samples per schedule")
+        sub.add_argument("--steps", type=int, default=32, help="Euler steps from t = 1 to 0 (default 32)")
+        sub.add_argument("--batch-size", type=int, default=500)
+        sub.add_argument("--data", default=None, help="reference dataset (default: the global model's)")
+        sub.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
+        sub.add_argument("--out", type=Path, required=True, help="run directory")
+        sub.add_argument("--force", action="store_true", help="replace a finished run in --out")
+        _hybrid_args(sub, hybrid=True)
+        if name == "hybrid-sweep":
+            sub.add_argument("--lows", default="0:0.4:0.1", help="window starts, list or A:B:STEP (default 0:0.4:0.1)")
+            sub.add_argument("--highs", default="0.3:1:0.1", help="window ends (default 0.3:1:0.1)")
     return parser
+
+
+def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
+    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
+
+    if not hybrid:
+        parser.add_argument("--local", type=Path, default=None, help="local checkpoint: sample a hybrid that runs "
+                            "the --model inside --window and this one outside it")
+        parser.add_argument("--window", default=None, help="global window(s): auto (from the measured locality "
+                            "gap), A:B, A:B,C:D, all or none")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
+                        f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
+    parser.add_argument("--precision", default="bf16" if hybrid else "fp32", choices=("fp32", "bf16"),
+                        help="bf16 autocast or fp32 for the networks")
 
 
 def resolve_device(name: str) -> str:
@@ -283,17 +324,63 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from phasediff.sampling import sample_to_file
+    from phasediff.report.hybrid import sample_to_file
 
     out = check_output_file(args.out, (".npz",))
+    _check_positive(args, "n", "steps", "batch_size")
+    _check_tolerance(args.tolerance)
     summary = sample_to_file(args.model, out, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
                              label=args.label, guidance=args.guidance, batch_size=args.batch_size,
-                             device=resolve_device(args.device))
+                             device=resolve_device(args.device), local=args.local, window=args.window,
+                             tolerance=args.tolerance, precision=args.precision)
     _emit(args, summary, f"wrote {summary['n']} samples to {out} and {summary['grid']} "
           f"({summary['seconds']:.1f} s)")
 
 
-COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample}
+def _check_positive(args, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            raise PhasediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def _check_tolerance(value: float) -> None:
+    if not value >= 0 or value == float("inf"):
+        raise PhasediffError(f"--tolerance must be a finite number >= 0, got {value}")
+
+
+def cmd_judge(args) -> None:
+    from phasediff.report.hybrid import judge_file
+
+    if not args.samples.is_file():
+        raise PhasediffError(f"{args.samples} not found")
+    report = judge_file(args.samples, args.data, judge=args.judge, memorisation=not args.no_memorisation,
+                        seed=args.seed)
+    classes = " ".join(f"{f:.3f}" for f in report["class_fractions"])
+    _emit(args, report, f"{report['n']} samples against {args.data}: Frechet distance {report['frechet']:.3g} "
+          f"[{report['frechet_low']:.3g}, {report['frechet_high']:.3g}], confidence {report['confidence']:.3f}\n"
+          f"class fractions: {classes}"
+          + ("" if report["memorised_fraction"] is None else f"\nmemorised fraction {report['memorised_fraction']:.4f}"))
+
+
+def cmd_hybrid(args) -> None:
+    from phasediff.report.hybrid import hybrid_comparison, hybrid_sweep
+    from phasediff.rundir import check_run_dir
+
+    _check_positive(args, "n", "steps", "batch_size")
+    _check_tolerance(args.tolerance)
+    check_run_dir(args.out, args.force)
+    common = dict(data=args.data, judge=args.judge, n=args.n, steps=args.steps, seed=args.seed,
+                  tolerance=args.tolerance, batch_size=args.batch_size, precision=args.precision, force=args.force)
+    if args.command == "hybrid":
+        summary = hybrid_comparison(args.model, args.local, args.out, **common)
+    else:
+        lows, highs = parse_list(args.lows, float, "--lows"), parse_list(args.highs, float, "--highs")
+        summary = hybrid_sweep(args.model, args.local, args.out, lows, highs, **common)
+    _emit(args, summary, (args.out / "table.md").read_text() + f"wrote {args.out}")
+
+
+COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "judge": cmd_judge,
+            "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
 

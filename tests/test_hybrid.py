@@ -1,0 +1,186 @@
+"""The hybrid denoiser, schedule evaluation (time, evaluations, FLOPs, paired Frechet ratio) and the front."""
+
+import numpy as np
+import pytest
+import torch
+
+from phasediff.classifier import Classifier
+from phasediff.denoisers.local import LocalDenoiser
+from phasediff.denoisers.unet import UNet
+from phasediff.diagnostics.hybrid import Hybrid, check_windows, global_steps, parse_window
+from phasediff.diagnostics.schedules import (ScheduleResult, compare_schedules, flops_per_image, frechet_ratio,
+                                             pareto_front, run_schedule, sweep_windows)
+from phasediff.errors import PhasediffError
+from phasediff.metrics import QualityReport
+from phasediff.sampling import sample, time_grid
+
+SHAPE = (1, 8, 8)
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t, label=None):
+        return torch.full_like(x, self.value)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    local = LocalDenoiser(1, width=8).eval()
+    global_ = UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8).eval()
+    return local, global_
+
+
+def test_hybrid_dispatches_per_sample_and_counts():
+    hybrid = Hybrid(Constant(0.0), Constant(1.0), [(0.2, 0.5)])
+    t = torch.tensor([0.1, 0.2, 0.35, 0.5, 0.9])
+    out = hybrid(torch.zeros(5, *SHAPE), t)
+    assert out[:, 0, 0, 0].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert hybrid.evaluations == {"local": 2, "global": 3}
+    hybrid(torch.zeros(3, *SHAPE), 0.3)
+    assert hybrid.evaluations == {"local": 2, "global": 6}
+
+
+def test_windows_parse_and_validate():
+    assert parse_window("0.2:0.5") == [(0.2, 0.5)]
+    assert parse_window("0.6:1, 0:0.2") == [(0.0, 0.2), (0.6, 1.0)]
+    assert parse_window("all") == [(0.0, 1.0)] and parse_window("none") == []
+    for bad in ("0.5", "a:b", "0.5:0.2", "0:1.5", "0:0.5,0.4:0.6"):
+        with pytest.raises(PhasediffError):
+            parse_window(bad)
+    with pytest.raises(PhasediffError):
+        check_windows([(0.1, 0.2, 0.3)])
+
+
+def test_paper_window_runs_the_global_model_ten_of_thirty_two_steps():
+    times = time_grid(32)[:-1].tolist()
+    assert global_steps([(0.2, 0.5)], times) == 10
+    assert global_steps([(0.0, 1.0)], times) == 32 and global_steps([], times) == 0
+
+
+def test_all_global_schedule_equals_plain_sampling(models):
+    local, global_ = models
+    images, result = run_schedule("global", local, global_, [(0, 1)], 6, SHAPE, steps=4, seed=3, precision="fp32")
+    expected = sample(global_, 6, SHAPE, steps=4, seed=3).clamp(0, 1).numpy()
+    np.testing.assert_array_equal(images, expected)
+    assert result.evaluations == {"local": 0, "global": 24} and result.global_steps == 4
+    assert result.flops == pytest.approx(24 * flops_per_image(global_, SHAPE))
+
+
+def test_flops_count_each_model_by_its_evaluations(models):
+    local, global_ = models
+    f_local, f_global = flops_per_image(local, SHAPE), flops_per_image(global_, SHAPE)
+    assert 0 < f_local < f_global
+    # 8 steps: t = 1, 7/8, ..., 1/8; the window [0.3, 0.6] holds t = 3/8, 4/8
+    _, result = run_schedule("lgl", local, global_, [(0.3, 0.6)], 5, SHAPE, steps=8, precision="fp32")
+    assert result.evaluations == {"local": 30, "global": 10}
+    assert result.flops == pytest.approx(30 * f_local + 10 * f_global)
+    with pytest.raises(PhasediffError):
+        run_schedule("x", local, global_, [], 2, SHAPE, steps=2, precision="fp16")
+
+
+def test_frechet_ratio_is_paired():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(400, 3))
+    shifted = rng.normal(size=(300, 3)) + 0.5
+    ratio = frechet_ratio(shifted, shifted, reference, rounds=20)
+    assert ratio == {"ratio": 1.0, "low": 1.0, "high": 1.0}
+    worse = frechet_ratio(shifted + 0.5, shifted, reference, rounds=50)
+    assert worse["low"] > 1.5 and worse["low"] <= worse["ratio"] <= worse["high"]
+
+
+def _result(name, seconds, fd):
+    q = QualityReport(n=1, frechet=fd, frechet_low=fd, frechet_high=fd, frechet_plug_in=fd, confidence=1.0,
+                      class_fractions=[1.0], memorised_fraction=None, median_nn_ratio=None)
+    return ScheduleResult(name=name, windows=[], n=1, steps=1, global_steps=0, seconds=seconds,
+                          images_per_second=1 / seconds, evaluations={}, flops=0.0, quality=q)
+
+
+def test_pareto_front_keeps_only_undominated_schedules():
+    results = [_result("a", 1.0, 9.0), _result("b", 2.0, 5.0), _result("c", 3.0, 6.0), _result("d", 4.0, 1.0)]
+    assert [r.name for r in pareto_front(results)] == ["a", "b", "d"]
+    assert sweep_windows([0.0, 0.5], [0.5, 1.0]) == [(0.0, 0.5), (0.0, 1.0), (0.5, 1.0)]
+
+
+def test_compare_schedules_end_to_end(models):
+    local, global_ = models
+    torch.manual_seed(0)
+    judge = Classifier(channels=1, num_classes=3, width=8).eval()
+    reference = np.random.default_rng(0).random((40, *SHAPE)).astype(np.float32)
+    schedules = {"global": [(0, 1)], "local": [], "lgl": [(0.2, 0.5)]}
+    results, grids = compare_schedules(schedules, local, global_, judge, reference, n=20, shape=SHAPE, steps=4,
+                                       baseline="global", rounds=5, keep_images=4)
+    by_name = {r.name: r for r in results}
+    assert by_name["global"].frechet_ratio["ratio"] == pytest.approx(1.0)
+    assert by_name["local"].evaluations["global"] == 0 and by_name["global"].evaluations["local"] == 0
+    assert all(r.quality.n == 20 and r.seconds > 0 for r in results)
+    assert grids["lgl"].shape == (4, *SHAPE)
+    with pytest.raises(PhasediffError):
+        compare_schedules(schedules, local, global_, judge, reference, n=2, shape=SHAPE, baseline="nope")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, models):
+    """Tiny untrained global, local and judge checkpoints for 8 x 8 digits."""
+    from phasediff.denoisers.checkpoint import save
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    local, global_ = models
+    extra = {"data": "digits", "image_shape": [1, 8, 8]}
+    save(folder / "global", global_, extra, weights="ema")
+    save(folder / "local", local, extra, weights="ema")
+    torch.manual_seed(0)
+    save(folder / "judge", Classifier(channels=1, num_classes=10, width=8), extra, weights="ema")
+    return folder
+
+
+def test_sample_command_with_a_hybrid(cli_json, checkpoints, tmp_path):
+    out = tmp_path / "h.npz"
+    summary = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
+                       "0.25:0.5", "--n", "6", "--steps", "4", "--out", out)
+    assert summary["windows"] == [[0.25, 0.5]] and summary["evaluations"] == {"local": 12, "global": 12}
+    assert np.load(out)["images"].shape == (6, 1, 8, 8) and out.with_suffix(".png").exists()
+    auto = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
+                    "auto", "--tolerance", "0", "--n", "3", "--steps", "4", "--out", tmp_path / "a.npz")
+    assert auto["windows"] == [[0.25, 1.0]]  # tolerance 0: the global model runs wherever the two differ
+
+
+@pytest.mark.parametrize("extra", [["--window", "0.5:0.2"], ["--window", "auto"], ["--local", "LOCAL"],
+                                   ["--local", "GLOBAL", "--window", "all"], ["--window", "auto", "--local", "LOCAL",
+                                                                              "--tolerance", "-1"]])
+def test_sample_command_refuses_bad_hybrids(cli, checkpoints, tmp_path, extra):
+    extra = [str(checkpoints / "local") if e == "LOCAL" else str(checkpoints / "global") if e == "GLOBAL" else e
+             for e in extra]
+    if "--local" not in extra and "auto" not in extra:
+        extra += ["--local", str(checkpoints / "local")]
+    out = tmp_path / "x.npz"
+    status, _, err = cli("sample", "--model", checkpoints / "global", *extra, "--n", "2", "--steps", "2",
+                         "--out", out, "--quiet")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_judge_command(cli_json, checkpoints, tmp_path):
+    from phasediff.data.registry import load_dataset
+
+    path = tmp_path / "test.npz"
+    np.savez(path, images=load_dataset("digits", split="test").images[:100])
+    report = cli_json("judge", path, "--data", "digits", "--judge", checkpoints / "judge")
+    assert report["n"] == 100 and len(report["class_fractions"]) == 10
+    assert report["frechet_plug_in"] < 1.0  # a subset of the reference itself
+    assert 0 <= report["memorised_fraction"] <= 1
+
+
+def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
+    common = ["--model", checkpoints / "global", "--local", checkpoints / "local", "--judge", checkpoints / "judge",
+              "--n", "16", "--steps", "4", "--precision", "fp32"]
+    summary = cli_json("hybrid", *common, "--out", tmp_path / "cmp")
+    names = [s["name"] for s in summary["schedules"]]
+    assert names == ["all-global", "all-local", "local-global-local [0.2, 0.5]", "global-local-global", "auto"]
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} >= {"results.json", "table.md", "gap.png", "grid-0.png"}
+    sweep = cli_json("hybrid-sweep", *common, "--lows", "0,0.5", "--highs", "0.5,1", "--out", tmp_path / "sweep")
+    assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
+    assert sweep["fastest_meeting_bar"] in [s["name"] for s in sweep["schedules"]]
+    assert (tmp_path / "sweep" / "pareto.png").exists()
