@@ -1,0 +1,138 @@
+"""Figures of the phase diagram of local denoising: the recovery diagram, the locality gap, and the gap next to
+the CMI on the same (r, t) axes. Matplotlib (Agg), PNG files written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from phasediff.diagnostics.gap import LocalityGap  # noqa: E402
+from phasediff.diagnostics.recovery import DEFAULT_LEVEL, RecoveryDiagram, radius_label  # noqa: E402
+from phasediff.info.result import CMIResult  # noqa: E402
+from phasediff.rundir import write_atomic  # noqa: E402
+
+LOG_FLOOR = 1e-6
+T_LABEL = "t (0 = data, 1 = noise)"
+
+
+def _edges(values) -> np.ndarray:
+    """Cell edges around sorted centres: midpoints, the end cells as wide as their neighbours' half gaps."""
+    v = np.asarray(values, float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def _log_norm(*tables: np.ndarray) -> LogNorm:
+    values = np.concatenate([np.ravel(t) for t in tables])
+    values = values[np.isfinite(values)]
+    top = max(float(values.max()) if len(values) else LOG_FLOOR * 10, LOG_FLOOR * 10)
+    positive = values[values > 0]
+    bottom = max(float(positive.min()) if len(positive) else LOG_FLOOR, top * 1e-4, LOG_FLOOR)
+    return LogNorm(vmin=bottom, vmax=top)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def recovery_figure(diagram: RecoveryDiagram, path: Path, level: float = DEFAULT_LEVEL) -> Path:
+    """MSE over (r, T_f) in log colour, the value in each cell, and the ``level`` contour: per radius the T_f
+    where the MSE first reaches the level, with bars spanning the crossings of the 95% interval's ends
+    (open-ended bars where an end never crosses)."""
+    order = np.argsort(diagram.t_final)
+    t = np.asarray(diagram.t_final, float)[order]
+    mse = np.asarray(diagram.mse, float)[order]
+    cols = np.arange(len(diagram.radii))
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * len(cols), 5.0))
+    mesh = ax.pcolormesh(_edges(cols), _edges(t), np.maximum(mse, LOG_FLOOR), cmap="magma",
+                         norm=_log_norm(mse), shading="flat")
+    fig.colorbar(mesh, ax=ax, label="recovery MSE per pixel")
+    for i, ti in enumerate(t):
+        for j in cols:
+            value = mse[i, j]
+            ax.text(j, ti, f"{value:.3f}" if value >= 1e-3 else f"{value:.0e}", ha="center", va="center",
+                    fontsize=6, color="white" if value < np.sqrt(mse.max() * max(mse.min(), LOG_FLOOR)) else "black")
+    xs, ys, lower, upper = [], [], [], []
+    for j, c in enumerate(diagram.threshold_contour(level)):
+        if c.t is None:
+            ax.annotate("", xy=(j, t[-1] + 0.02), xytext=(j, t[-1] - 0.04),
+                        arrowprops=dict(arrowstyle="->", color="cyan"))
+            continue
+        lo = t[0] if c.t_lo is None else c.t_lo
+        hi = t[-1] if c.t_hi is None else c.t_hi
+        xs.append(j), ys.append(c.t), lower.append(c.t - lo), upper.append(hi - c.t)
+    if xs:
+        ax.errorbar(xs, ys, yerr=(lower, upper), fmt="o-", color="cyan", capsize=4, lw=1.5)
+    ax.set_xticks(cols, [radius_label(r) for r in diagram.radii])
+    ax.set_xlabel("denoiser radius r")
+    ax.set_ylabel("T_f (noised to, then denoised back)")
+    ax.set_ylim(_edges(t)[0], _edges(t)[-1])
+    ax.set_title(f"Local recovery, {diagram.n_images} images, Euler steps {min(diagram.steps)}-{max(diagram.steps)}\n"
+                 f"cyan: first T_f with MSE = {level:g}, bars: 95% interval", fontsize=9)
+    return _save(fig, path)
+
+
+def _gap_panel(ax, fig, gap: LocalityGap, tolerance: float | None) -> None:
+    t = np.asarray(gap.times, float)
+    order = np.argsort(t)
+    r = np.asarray(gap.radii, float)
+    values = np.asarray(gap.gap, float)[order]
+    mesh = ax.pcolormesh(_edges(r), _edges(t[order]), np.maximum(values, LOG_FLOOR), cmap="viridis",
+                         norm=_log_norm(values), shading="flat")
+    fig.colorbar(mesh, ax=ax, label="locality gap (per-pixel MSE)")
+    if tolerance is not None:
+        shown = False
+        for radius in gap.radii:
+            window = gap.window(radius, tolerance)
+            if window is not None:
+                ax.plot([radius, radius], window, color="red", lw=3, solid_capstyle="butt",
+                        label=None if shown else f"gap > {tolerance:g}")
+                shown = True
+        if shown:
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+    ax.set_xticks(r, [str(v) for v in gap.radii])
+    ax.set_xlabel("radius r")
+    ax.set_ylabel(T_LABEL)
+    ax.set_title(f"Locality gap ({gap.mode}, n = {gap.n})", fontsize=9)
+
+
+def gap_heatmap(gap: LocalityGap, path: Path, tolerance: float | None = None) -> Path:
+    """Delta(t, r) over (r, t) in log colour; with ``tolerance``, each radius's window (hull) as a red bar."""
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * len(gap.radii), 5.0))
+    _gap_panel(ax, fig, gap, tolerance)
+    return _save(fig, path)
+
+
+def gap_cmi_figure(gap: LocalityGap, cmi: CMIResult | None, path: Path, tolerance: float | None = None) -> Path:
+    """The gap heatmap and, when a CMI result is given, the CMI heatmap beside it on the same (r, t) axes
+    (numeric radius and time, shared limits; both in log colour, CMI at or below 0 shown at the floor)."""
+    if cmi is None:
+        return gap_heatmap(gap, path, tolerance)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 5.0), sharey=True)
+    _gap_panel(left, fig, gap, tolerance)
+    t = np.asarray(cmi.t, float)
+    order = np.argsort(t)
+    r = np.asarray(cmi.r, float)
+    values = np.asarray(cmi.cmi, float)[order]
+    mesh = right.pcolormesh(_edges(r), _edges(t[order]), np.maximum(values, LOG_FLOOR), cmap="viridis",
+                            norm=_log_norm(values), shading="flat")
+    fig.colorbar(mesh, ax=right, label="CMI (nats)")
+    right.set_xlabel("buffer radius r")
+    right.set_title(f"I_t(A:C|B_r), {cmi.estimator} estimator", fontsize=9)
+    x_edges = np.concatenate([_edges(gap.radii), _edges(r)])
+    y_edges = np.concatenate([_edges(gap.times), _edges(t[order])])
+    for ax in (left, right):
+        ax.set_xlim(x_edges.min(), x_edges.max())
+        ax.set_ylim(y_edges.min(), y_edges.max())
+    return _save(fig, path)
