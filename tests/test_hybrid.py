@@ -184,3 +184,18 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
     assert sweep["fastest_meeting_bar"] in [s["name"] for s in sweep["schedules"]]
     assert (tmp_path / "sweep" / "pareto.png").exists()
+
+
+def test_convert_command_halves_the_weights_and_keeps_the_sidecar(cli_json, cli, checkpoints, tmp_path):
+    from phasediff.denoisers import load, read_info
+
+    info = cli_json("convert", checkpoints / "global", tmp_path / "small")
+    assert info["weights_dtype"] == "bfloat16" and info["data"] == "digits"
+    assert info["converted_from_sha256"] == read_info(checkpoints / "global")["weights_sha256"]
+    big, small = (checkpoints / "global.safetensors").stat().st_size, (tmp_path / "small.safetensors").stat().st_size
+    assert small < 0.6 * big
+    a, b = load(checkpoints / "global"), load(tmp_path / "small")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert q.dtype == p.dtype and torch.equal(q, p.to(torch.bfloat16).float()), name
+    status, _, err = cli("convert", checkpoints / "global", tmp_path / "small", "--quiet")
+    assert status == 2 and "exists" in err

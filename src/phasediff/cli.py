@@ -7,6 +7,7 @@
     phasediff study --out DIR           the default study: CMI heatmaps on MNIST and the exact models
     phasediff train SPEC --model ...    train a local, global or classifier network (resumable, torchrun)
     phasediff sample --model CKPT ...   draw samples with a trained denoiser (or a local/global hybrid)
+    phasediff convert SRC DST           copy a checkpoint with its weights stored as bfloat16 (half the size)
     phasediff judge SAMPLES.npz ...     sample quality by the project's classifier (Frechet distance, ...)
     phasediff hybrid ...                the paper's hybrid schedules and ours: quality, time, FLOPs
     phasediff hybrid-sweep ...          a grid of global windows: the speed / quality Pareto front
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True, help="output .npz (images (N, C, H, W) in [0, 1]); a "
                         "PNG grid is written beside it")
     _hybrid_args(sample, hybrid=False)
+
+    convert = commands.add_parser("convert", parents=[common], help="copy a checkpoint, storing its weights as "
+                                  "bfloat16 (half the size) or float32")
+    convert.add_argument("source", type=Path, help="checkpoint (X, X.safetensors or X.json)")
+    convert.add_argument("destination", type=Path, help="new checkpoint path X (writes X.safetensors, X.json)")
+    convert.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
 
     judge = commands.add_parser("judge", parents=[common], help="quality of samples against a dataset's test split")
     judge.add_argument("samples", type=Path, help=".npz with images (N, C, H, W) in [0, 1]")
@@ -348,6 +355,16 @@ def _check_tolerance(value: float) -> None:
         raise PhasediffError(f"--tolerance must be a finite number >= 0, got {value}")
 
 
+def cmd_convert(args) -> None:
+    from phasediff.denoisers.checkpoint import checkpoint_paths, convert
+
+    if any(p.exists() for p in checkpoint_paths(args.destination)):
+        raise PhasediffError(f"{args.destination} already exists; choose another destination")
+    info = convert(args.source, args.destination, args.dtype)
+    weights, _ = checkpoint_paths(args.destination)
+    _emit(args, info, f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB, {args.dtype})")
+
+
 def cmd_judge(args) -> None:
     from phasediff.report.hybrid import judge_file
 
@@ -379,7 +396,8 @@ def cmd_hybrid(args) -> None:
     _emit(args, summary, (args.out / "table.md").read_text() + f"wrote {args.out}")
 
 
-COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "judge": cmd_judge,
+COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "convert": cmd_convert,
+            "judge": cmd_judge,
             "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 

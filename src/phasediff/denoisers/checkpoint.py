@@ -6,6 +6,7 @@ Sidecar (version 1)::
      "model": <model.config()>,             # rebuilds the architecture through `build`
      "weights": "ema" | "raw",              # which copy the safetensors file holds
      "weights_sha256": <hex digest of X.safetensors>,
+     "weights_dtype": "float32" | "bfloat16",  # floating tensors as stored; `load` casts to float32
      ...extra}                              # data, step, metrics: whatever the caller adds
 
 Key convention: the safetensors file holds exactly one state dict, under the model's own keys, the weights
@@ -33,7 +34,8 @@ from phasediff.rundir import to_json, write_atomic
 FORMAT = "phasediff-checkpoint"
 VERSION = 1
 WEIGHT_KINDS = ("ema", "raw")
-_RESERVED = {"format", "version", "model", "weights", "weights_sha256"}
+_RESERVED = {"format", "version", "model", "weights", "weights_sha256", "weights_dtype"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -53,21 +55,26 @@ def _sha256(path: Path) -> str:
 
 
 def save(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None,
-         weights: str = "raw") -> Path:
+         weights: str = "raw", dtype: str = "float32") -> Path:
     """Write the state dict of ``model`` (which has a ``config()``, see `build`) and its sidecar, ``extra``
-    merged in; ``weights`` says which copy this is. Returns the weights path."""
+    merged in; ``weights`` says which copy this is, ``dtype`` how floating tensors are stored (bfloat16
+    halves the file; inference under bf16 autocast rounds the weights to bf16 anyway). Returns the weights
+    path."""
     extra = dict(extra or {})
     if weights not in WEIGHT_KINDS:
         raise PhasediffError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, got {weights!r}")
+    if dtype not in DTYPES:
+        raise PhasediffError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if clash := sorted(_RESERVED & extra.keys()):
         raise PhasediffError(f"extra checkpoint fields may not override {', '.join(clash)}")
     weights_path, sidecar_path = checkpoint_paths(path)
     if not weights_path.parent.is_dir():
         raise PhasediffError(f"folder {weights_path.parent} does not exist")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
     write_atomic(weights_path, lambda tmp: save_file(tensors, str(tmp)))
     sidecar = {"format": FORMAT, "version": VERSION, "model": model.config(), "weights": weights,
-               "weights_sha256": _sha256(weights_path), **extra}
+               "weights_sha256": _sha256(weights_path), "weights_dtype": dtype, **extra}
     write_atomic(sidecar_path, lambda tmp: tmp.write_text(to_json(sidecar) + "\n"))
     return weights_path
 
@@ -127,3 +134,14 @@ def update_info(path: str | Path, **fields: Any) -> dict[str, Any]:
     _, sidecar_path = checkpoint_paths(path)
     write_atomic(sidecar_path, lambda tmp: tmp.write_text(to_json(info) + "\n"))
     return info
+
+
+def convert(source: str | Path, destination: str | Path, dtype: str = "bfloat16") -> dict[str, Any]:
+    """Copy a checkpoint with its floating weights stored as ``dtype``; the sidecar keeps every other field
+    and records the digest of the source weights."""
+    info = read_info(source)
+    model = load(source)
+    extra = {k: v for k, v in info.items() if k not in _RESERVED}
+    extra["converted_from_sha256"] = info["weights_sha256"]
+    save(destination, model, extra, weights=info.get("weights", "raw"), dtype=dtype)
+    return read_info(destination)
