@@ -199,3 +199,17 @@ def test_convert_command_halves_the_weights_and_keeps_the_sidecar(cli_json, cli,
         assert q.dtype == p.dtype and torch.equal(q, p.to(torch.bfloat16).float()), name
     status, _, err = cli("convert", checkpoints / "global", tmp_path / "small", "--quiet")
     assert status == 2 and "exists" in err
+
+
+def test_diagram_command_writes_the_phase_diagram(cli_json, cli, checkpoints, tmp_path):
+    summary = cli_json("diagram", "--data", "digits", "--local", str(checkpoints / "local"), "--model",
+                       checkpoints / "global", "--images", "12", "--t-final", "0.2,0.6", "--steps", "4",
+                       "--analytic", "50", "--out", tmp_path / "d")
+    assert summary["recovery"]["radii"] == ["1", "global"] and len(summary["recovery"]["mse"]) == 2
+    assert summary["gap_network_trajectory"]["n"] == 12 and summary["gap_analytic_forward"]["radii"] == [1]
+    written = {p.name for p in (tmp_path / "d").iterdir()}
+    assert written >= {"recovery.png", "gap-network-forward.png", "gap-network-trajectory.png", "gap-analytic.png",
+                       "results.json", "summary.txt"}
+    status, _, err = cli("diagram", "--data", "digits", "--local", str(checkpoints / "global"), "--out",
+                         tmp_path / "e", "--quiet")
+    assert status == 2 and "not a local model" in err and not (tmp_path / "e").exists()

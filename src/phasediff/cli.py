@@ -9,6 +9,7 @@
     phasediff sample --model CKPT ...   draw samples with a trained denoiser (or a local/global hybrid)
     phasediff convert SRC DST           copy a checkpoint with its weights stored as bfloat16 (half the size)
     phasediff judge SAMPLES.npz ...     sample quality by the project's classifier (Frechet distance, ...)
+    phasediff diagram --data D --local CKPTS   recovery diagram and locality gaps over (t, r)
     phasediff hybrid ...                the paper's hybrid schedules and ours: quality, time, FLOPs
     phasediff hybrid-sweep ...          a grid of global windows: the speed / quality Pareto front
 
@@ -160,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--data", required=True, help="dataset whose test split is the reference (mnist, ...)")
     judge.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one)")
     judge.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour check")
+
+    diagram = commands.add_parser("diagram", parents=[common], help="phase diagram of local denoising: recovery "
+                                  "error and locality gap over (t, r)")
+    diagram.add_argument("--data", required=True, help="dataset whose test split is noised (mnist, ...)")
+    diagram.add_argument("--local", required=True, help="local checkpoints, comma-separated (one per radius)")
+    diagram.add_argument("--model", type=Path, default=None, help="global checkpoint (for the network gap)")
+    diagram.add_argument("--images", type=int, default=256, help="test images (default 256)")
+    diagram.add_argument("--t-final", default="0.01:0.99:0.098", help="recovery start times (default 11 from 0.01 "
+                         "to 0.99)")
+    diagram.add_argument("--steps", type=int, default=32, help="Euler steps per unit time (default 32)")
+    diagram.add_argument("--analytic", type=int, default=2000, help="training images of the analytic family "
+                         "(patch posterior vs empirical; 0 skips it; default 2000)")
+    diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
+    diagram.add_argument("--tolerance", type=float, default=0.01, help="gap level that defines the windows")
+    diagram.add_argument("--out", type=Path, required=True, help="run directory")
+    diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
 
     for name, text in (("hybrid", "the paper's hybrid schedules and the automatic window, judged and timed"),
                        ("hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")):
@@ -379,6 +396,23 @@ def cmd_judge(args) -> None:
           + ("" if report["memorised_fraction"] is None else f"\nmemorised fraction {report['memorised_fraction']:.4f}"))
 
 
+def cmd_diagram(args) -> None:
+    from phasediff.report.diagram import run_diagram
+    from phasediff.rundir import check_run_dir
+
+    _check_positive(args, "images", "steps")
+    _check_tolerance(args.tolerance)
+    if args.analytic < 0:
+        raise PhasediffError(f"--analytic must be >= 0, got {args.analytic}")
+    check_run_dir(args.out, args.force)
+    local = [Path(p) for p in args.local.split(",") if p.strip()]
+    summary = run_diagram(args.data, local, args.out, global_checkpoint=args.model, n_images=args.images,
+                          t_final=parse_list(args.t_final, float, "--t-final"), steps=args.steps,
+                          analytic_train=args.analytic, cmi=args.cmi, tolerance=args.tolerance, seed=args.seed,
+                          force=args.force)
+    _emit(args, summary, "\n".join(summary["summary"]) + f"\nwrote {args.out}")
+
+
 def cmd_hybrid(args) -> None:
     from phasediff.report.hybrid import hybrid_comparison, hybrid_sweep
     from phasediff.rundir import check_run_dir
@@ -397,7 +431,7 @@ def cmd_hybrid(args) -> None:
 
 
 COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "convert": cmd_convert,
-            "judge": cmd_judge,
+            "judge": cmd_judge, "diagram": cmd_diagram,
             "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
