@@ -44,7 +44,7 @@ class NeuralSettings:
     components: int = 8
     test: int = 10_000
     val: int = 2_000
-    draws: int = 2
+    draws: int = 1
     bootstrap: int = 1000
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

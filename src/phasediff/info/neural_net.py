@@ -63,8 +63,8 @@ class Geometry:
         h, w = self.shape[1:]
         axes = []
         for size in (h, w):
-            nodes = np.linspace(0, size - 1, max(2, int(np.ceil((size - 1) / cell)) + 1))
-            spacing = nodes[1] - nodes[0]
+            nodes = np.linspace(0, size - 1, max(2, int(np.ceil((size - 1) / cell)) + 1) if size > 1 else 1)
+            spacing = nodes[1] - nodes[0] if size > 1 else 1.0
             axes.append(np.maximum(0.0, 1 - np.abs(np.arange(size)[:, None] - nodes[None]) / spacing))
         return np.einsum("yi,xj->yxij", *axes).reshape(h * w, -1)
 
@@ -137,9 +137,9 @@ class NetConfig:
     """Sizes of the network; the defaults are the ones validated on the exact models."""
 
     channels: int = 24
-    blocks: int = 3
+    blocks: int = 0  # ring-causal trunk blocks; 0: per-pixel features only (the validated, 6x cheaper setting)
     readout_channels: int = 8
-    near: int = 3
+    near: int = 13
     cell: float = 3.0
     far_features: int = 0  # 0: all features in the far field; k: only the first k (x and x^2 per channel ...)
     width: int = 256
@@ -179,7 +179,7 @@ class RingNet(nn.Module):
         features = 2 * c_img + config.readout_channels
         self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * max(n_near, 1)))
         self.n_far = config.far_features or features
-        self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * len(basis)))
+        self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * 8))
         self.readout_bias = nn.Parameter(torch.zeros(width))
         m = len(geometry.targets())
         self.register_buffer("earlier", torch.tril(torch.ones(m, m), -1))
@@ -217,10 +217,11 @@ class RingNet(nn.Module):
             start += size
         if pooled:
             far = torch.cumsum(torch.stack(pooled, 1), 1).reshape(b, len(pooled), -1) @ self.far_readout
-            h = torch.cat([h, h[:, -1:] + far], 1)
+            counts = torch.tensor(np.cumsum(self.ring_sizes[self.near:]), dtype=x.dtype, device=x.device)
+            h = torch.cat([h, h[:, -1:] + far / counts.sqrt()[:, None]], 1)
         return h + self.readout_bias
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor, return_hidden: bool = False):
         b = len(x)
         x = (x.reshape(b, -1) * (1 - self.is_target)).reshape(x.shape)
         temb = time_features(t)
@@ -229,4 +230,5 @@ class RingNet(nn.Module):
                                         device=x.device).expand(b, -1, -1)], -1))  # (B, m, width)
         radii = self.radius.weight  # (R, width)
         h = ctx[:, :, None] + prefix[:, None] + radii[None, :, None] + self.time(temb)[:, None, None]
-        return self.out(self.mlp(h))
+        hidden = self.mlp(h)
+        return (self.out(hidden), hidden) if return_hidden else self.out(hidden)

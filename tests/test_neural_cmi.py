@@ -1,0 +1,134 @@
+"""The neural CMI estimator: density heads against closed forms, the network's ring causality, the paired
+statistics, and end-to-end estimates on small Gaussian cases whose CMI is known exactly."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from phasediff.data.dataset import Dataset
+from phasediff.errors import PhasediffError
+from phasediff.info.cmi import flat_partitions, measure_cmi
+from phasediff.info.gaussian import gaussian_cmi_grid
+from phasediff.info.neural import choose_head, paired_statistics, settings_with
+from phasediff.info.neural_density import CategoricalHead, MixtureHead, expected_nll, hermite_rule
+from phasediff.info.neural_net import Geometry, NetConfig, RingNet
+from phasediff.regions import tripartition
+
+
+def test_mixture_head_matches_the_gaussian_closed_form():
+    """One component N(m, s^2) convolved with the noise: E_z[-log N((1-t) x0 + t z; (1-t) m, v)] with
+    v = (1-t)^2 s^2 + t^2 is log(2 pi v) / 2 + ((1-t)^2 (x0 - m)^2 + t^2) / (2 v)."""
+    head = MixtureHead(1)
+    m, s = 0.3, 0.7
+    raw = math.log(math.expm1(s - 1e-3))  # softplus^-1, less the head's floor
+    out = torch.tensor([[0.0, m, raw]]).expand(4, 3)
+    t = torch.tensor([0.05, 0.3, 0.7, 1.0])
+    x0 = torch.tensor([1.2, -0.4, 0.3, 2.0])
+    got = expected_nll(head, out, x0, t, hermite_rule(24))
+    v = (1 - t) ** 2 * s**2 + t**2
+    want = 0.5 * torch.log(2 * math.pi * v) + ((1 - t) ** 2 * (x0 - m) ** 2 + t**2) / (2 * v)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.4, 0.8])
+def test_categorical_head_matches_numerical_integration(t):
+    """sum_k pi_k N(x; (1-t) v_k, t^2) against scipy's quadrature of -E_z log p_t((1-t) x0 + t z)."""
+    levels = np.array([0.0, 0.3, 1.0])
+    logits = torch.tensor([0.2, -1.0, 0.5])
+    head, x0 = CategoricalHead(levels), 0.3
+    pi = torch.softmax(logits, 0).numpy()
+
+    def integrand(z):
+        x = (1 - t) * x0 + t * z
+        p = np.sum(pi * np.exp(-((x - (1 - t) * levels) ** 2) / (2 * t**2)) / math.sqrt(2 * math.pi * t**2))
+        return -math.log(p) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+    want = integrate.quad(integrand, -12, 12, limit=200)[0]
+    got = expected_nll(head, logits[None], torch.tensor([x0]), torch.tensor([t]), hermite_rule(24))
+    assert float(got) == pytest.approx(want, abs=2e-3)
+
+
+def test_categorical_head_at_t0_is_the_discrete_cross_entropy():
+    head = CategoricalHead(np.arange(256) / 255.0)
+    logits = torch.randn(3, 256)
+    x0 = torch.tensor([0.0, 17 / 255, 1.0])
+    got = expected_nll(head, logits, x0, torch.zeros(3), hermite_rule(8))
+    want = -torch.log_softmax(logits, -1)[torch.arange(3), torch.tensor([0, 17, 255])]
+    torch.testing.assert_close(got, want)
+
+
+def test_choose_head_by_data():
+    assert choose_head(np.random.default_rng(0).integers(0, 256, (10, 1, 3, 3)) / 255.0, "auto", 4).kind == "categorical"
+    assert choose_head(np.random.default_rng(0).normal(size=(100, 1, 3, 3)), "auto", 4).kind == "mixture"
+    with pytest.raises(PhasediffError):
+        choose_head(np.random.default_rng(0).normal(size=(100, 1, 3, 3)), "categorical", 4)
+    with pytest.raises(PhasediffError):
+        choose_head(np.zeros((10, 1, 3, 3)), "nonsense", 4)
+
+
+def test_network_output_for_radius_r_sees_only_the_ring_of_radius_r():
+    """d out[:, r] / d x_p = 0 for every pixel p farther than r from A and for A itself; nonzero at r."""
+    geometry = Geometry((1, 9, 9), (4, 4), 1)
+    torch.manual_seed(0)
+    net = RingNet(geometry, 3, NetConfig(width=32))
+    for p in net.parameters():  # zero-initialised layers would hide a leak
+        torch.nn.init.normal_(p, std=0.3)
+    distance = torch.as_tensor(geometry.distance)
+    for r in range(geometry.n_rings + 1):
+        x = torch.randn(2, 1, 9, 9, requires_grad=True)
+        net(x, torch.tensor([0.3, 0.6]), torch.zeros(2, 1))[:, r].sum().backward()
+        grad = x.grad.abs().sum((0, 1))
+        assert grad[(distance > r) | (distance == 0)].max() == 0
+        if r > 0:
+            assert grad[distance == r].max() > 0
+
+
+def test_paired_statistics_mean_stderr_and_interval():
+    diff = np.random.default_rng(0).normal(0.2, 1.0, size=(4000, 2))
+    stats = paired_statistics(diff, 500, seed=0)
+    np.testing.assert_allclose(stats["mean"], diff.mean(0))
+    np.testing.assert_allclose(stats["stderr"], diff.std(0, ddof=1) / np.sqrt(4000))
+    assert np.all(stats["low"] < stats["mean"]) and np.all(stats["mean"] < stats["high"])
+    np.testing.assert_allclose(stats["high"] - stats["low"], 2 * 1.96 * stats["stderr"], rtol=0.15)
+
+
+def line_covariance() -> np.ndarray:
+    """A 1 x 7 Gaussian image whose centre pixel talks directly to the two end pixels (precision entries),
+    so that I(A:C|B_1) is large while I(A:C|B_3) is 0 (C is empty beyond r = 2 ... see the test)."""
+    q = np.eye(7)
+    for i in range(6):
+        q[i, i + 1] = q[i + 1, i] = -0.25
+    q[3, 0] = q[0, 3] = q[3, 6] = q[6, 3] = -0.35
+    return np.linalg.inv(q)
+
+
+def test_neural_estimate_on_a_small_gaussian_case():
+    cov = line_covariance()
+    rng = np.random.default_rng(1)
+    images = (rng.standard_normal((6000, 7)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 1, 7).astype(np.float32)
+    data = Dataset(images, None, "line")
+    ts, rs = [0.2, 0.5], [1, 2]
+    parts = [tripartition((1, 7), r, (0, 3)) for r in rs]
+    exact = gaussian_cmi_grid(cov, ts, flat_partitions((1, 1, 7), parts))
+    assert exact[0, 0] > 0.05  # the case is not trivial
+    settings = settings_with(epochs=20, test=2000, val=500, net=NetConfig(width=64), components=4)
+    result = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings)
+    assert result.stderr is not None and np.all(result.stderr > 0)
+    assert np.all(np.abs(result.cmi - exact) < np.maximum(0.02, 4 * result.stderr)), (result.cmi, exact)
+    low, high = result.details["interval_low"], result.details["interval_high"]
+    assert np.all(low <= result.cmi) and np.all(result.cmi <= high)
+
+
+def test_cli_json_has_stderr(cli_json, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "line.npz"
+    cov = line_covariance()
+    np.savez(path, images=(rng.standard_normal((1500, 7)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 1, 7))
+    out = cli_json("cmi", path, "--estimator", "neural", "--t", "0.3", "--r", "1", "--site", "0,3",
+                   "--epochs", "2", "--cache", "none")
+    assert out["estimator"] == "neural"
+    assert len(out["stderr"]) == 1 and out["stderr"][0][0] > 0
+    assert out["details"]["interval"].startswith("percentile bootstrap")
