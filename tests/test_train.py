@@ -108,3 +108,22 @@ def test_two_process_torchrun_trains_and_its_checkpoint_loads(tmp_path):
 def test_bad_training_options(cli, tmp_path, argv, message):
     status, _, err = cli("train", "digits", *argv, "--out", tmp_path / "x", "--quiet")
     assert status == 2 and message in err and not (tmp_path / "x").exists()
+
+
+def test_init_continues_from_a_checkpoint_and_records_it(cli, cli_json, tmp_path):
+    assert cli(*TINY_LOCAL, "--steps", "3", "--out", tmp_path / "first")[0] == 0
+    assert cli("convert", tmp_path / "first" / "model", tmp_path / "small", "--quiet")[0] == 0
+    summary = cli_json(*TINY_LOCAL, "--steps", "2", "--lr", "1e-12", "--init", tmp_path / "small",
+                       "--out", tmp_path / "second")
+    assert summary["step"] == 2
+    info = read_info(tmp_path / "second" / "model")
+    assert info["init"]["steps_before"] == 3
+    assert info["init"]["weights_sha256"] == read_info(tmp_path / "small")["weights_sha256"]
+    start, end = load(tmp_path / "small").state_dict(), load(tmp_path / "second" / "model").state_dict()
+    assert all(torch.allclose(start[k], end[k], atol=1e-6) for k in start)  # lr ~ 0: the weights stay put
+    wider = [a if a != "8" else "16" for a in TINY_LOCAL]
+    status, _, err = cli(*wider, "--steps", "1", "--init", tmp_path / "small", "--out", tmp_path / "third")
+    assert status == 2 and "another architecture" in err
+    status, _, err = cli(*TINY_LOCAL, "--steps", "4", "--init", tmp_path / "small", "--resume",
+                         "--out", tmp_path / "second")
+    assert status == 2 and "--init" in err

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--init", type=Path, default=None, help="start from the weights of this checkpoint (same "
+                       "architecture; fresh optimiser); the sidecar records it and the steps it had")
 
     sample = commands.add_parser("sample", parents=[common], help="draw samples from a trained denoiser")
     sample.add_argument("--model", required=True, type=Path, help="checkpoint (X, X.safetensors or X.json)")

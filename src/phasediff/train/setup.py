@@ -42,6 +42,22 @@ def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | Non
     return Classifier(channels=channels, num_classes=num_classes, width=width or 16)
 
 
+def _initialise(net, checkpoint, resume: bool) -> dict:
+    """Load the weights of ``checkpoint`` (same architecture) into ``net``; what the sidecar records of it."""
+    import json
+
+    from phasediff.denoisers.checkpoint import load, read_info
+
+    if resume:
+        raise PhasediffError("--init starts a new run from a checkpoint; --resume continues one: choose one")
+    info = read_info(checkpoint)
+    if json.dumps(info["model"], sort_keys=True) != json.dumps(net.config(), sort_keys=True):
+        raise PhasediffError(f"{checkpoint} holds another architecture than the one requested")
+    net.load_state_dict(load(checkpoint).state_dict())
+    before = info.get("init", {}).get("steps_before", 0) + int(info.get("step") or 0)
+    return {"checkpoint": str(checkpoint), "weights_sha256": info["weights_sha256"], "steps_before": before}
+
+
 def train_from_args(args, device: str) -> dict:
     """Run ``phasediff train`` (see the command's help for the options)."""
     if args.model != "local" and (args.crop is not None or args.position_channels):
@@ -54,6 +70,10 @@ def train_from_args(args, device: str) -> dict:
     torch.manual_seed(args.seed)  # the initial weights
     net = build_network(args.model, data.shape, classes, args.radius, args.width, args.conditional,
                         args.position_channels)
+    info = {"data": args.spec, "image_shape": list(data.shape), "model_kind": args.model,
+            "command": "phasediff " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("phasediff") else None}
+    if args.init is not None:
+        info["init"] = _initialise(net, args.init, args.resume)
     if args.model == "classifier":
         objective = ClassificationObjective()
     else:
@@ -61,8 +81,6 @@ def train_from_args(args, device: str) -> dict:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr or DEFAULT_LR[args.model],
                              warmup=args.warmup, ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every, seed=args.seed,
                              precision=args.precision, device=device)
-    info = {"data": args.spec, "image_shape": list(data.shape), "model_kind": args.model,
-            "command": "phasediff " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("phasediff") else None}
     summary = train(net, objective, data, settings, args.out, resume=args.resume, validation=validation,
                     info=info)
     if args.model == "classifier":
