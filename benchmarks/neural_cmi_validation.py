@@ -30,7 +30,7 @@ from phasediff.info.neural_net import NetConfig
 SPECS = {"grf": "grf:L=27,ell=3", "gmm": "gmm:data=mnist,crop=27,k=10,rank=8", "gmm2": "gmm2:L=27"}
 TIMES = [round(0.1 * k, 1) for k in range(1, 10)]
 RADII = [1, 2, 4, 8]
-PEAK_TIMES = [round(0.5 + 0.025 * k, 3) for k in range(17)]
+PEAK_TIMES = [round(0.55 + 0.025 * k, 3) for k in range(13)]
 ABS_TOL, REL_TOL = 0.005, 0.15
 
 

@@ -32,7 +32,7 @@ from phasediff.rundir import write_atomic
 HEADS = ("auto", "categorical", "mixture")
 MAX_LEVELS = 256
 EVAL_NODES = 24
-RESOLUTION_FLOOR = 0.005  # nats: the accuracy the estimator reached on the exact models (see the validation)
+RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 CACHE_VERSION = 1
 
 

@@ -4,7 +4,8 @@ for every r at once.
 Geometry: d(p) is the Chebyshev distance of pixel p to the patch A (rings d = 1..D around it; d = 0 is A).
 The context of radius r is {p : 1 <= d(p) <= r}; r = D is the whole image but A. The network is causal in d:
 
-- trunk: residual blocks of a depthwise 3 x 3 convolution whose tap from q to p is kept only when
+- features per pixel: x, x^2 and a pointwise projection of an optional trunk (``blocks`` > 0; none by
+  default): residual blocks of a depthwise 3 x 3 convolution whose tap from q to p is kept only when
   d(q) <= d(p) (a "ring-causal" convolution), then pointwise layers with FiLM in t. A feature at p therefore
   depends only on pixels no farther from A than p. Pixels of A are zeroed at the input;
 - readout: position-specific linear maps summed over each ring, then a cumulative sum over rings:
@@ -134,12 +135,12 @@ class ResidualMLP(nn.Module):
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes of the network; the defaults are the ones validated on the exact models."""
+    """Sizes of the network; the defaults are the ones measured by benchmarks/neural_cmi_validation.py."""
 
     channels: int = 24
-    blocks: int = 0  # ring-causal trunk blocks; 0: per-pixel features only (the validated, 6x cheaper setting)
+    blocks: int = 0  # ring-causal trunk blocks; 0: per-pixel features only (about 6x cheaper per step on a CPU)
     readout_channels: int = 8
-    near: int = 13
+    near: int = 3
     cell: float = 3.0
     far_features: int = 0  # 0: all features in the far field; k: only the first k (x and x^2 per channel ...)
     width: int = 256
