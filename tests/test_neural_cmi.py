@@ -12,7 +12,7 @@ from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
 from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.gaussian import gaussian_cmi_grid
-from phasediff.info.neural import choose_head, paired_statistics, settings_with
+from phasediff.info.neural import best_nested, choose_head, paired_statistics, settings_with
 from phasediff.info.neural_density import CategoricalHead, MixtureHead, expected_nll, hermite_rule
 from phasediff.info.neural_net import Geometry, NetConfig, RingNet
 from phasediff.regions import tripartition
@@ -84,6 +84,11 @@ def test_network_output_for_radius_r_sees_only_the_ring_of_radius_r():
         assert grad[(distance > r) | (distance == 0)].max() == 0
         if r > 0:
             assert grad[distance == r].max() > 0
+
+
+def test_best_nested_model_sees_no_more_than_radius_r():
+    val = np.array([[3.0, 2.0, 2.5, 1.0], [1.0, 2.0, 3.0, 4.0], [5.0, 4.0, 3.0, 2.0]])
+    np.testing.assert_array_equal(best_nested(val), [[0, 1, 1, 3], [0, 0, 0, 0], [0, 1, 2, 3]])
 
 
 def test_paired_statistics_mean_stderr_and_interval():

@@ -3,11 +3,15 @@
     I_t(A:C|B_r) = H_t(A|B_r) - H_t(A|B_r C),   H_t(A|R) = E[-log q(x_t,A | x_t,R)],
 
 with q(x_t,A | context) the learned posterior of x_0,A convolved with the known noise (neural_density) and
-the chain rule over the elements of A. One network (neural_net.RingNet) gives q for every radius and t at
-once. The images are split into train / validation / test; both cross-entropies are evaluated on the same
-test images and the same noise draws (common random numbers across t too), so the CMI is the mean of
-per-image differences d_i: stderr = std(d) / sqrt(n), and a percentile-bootstrap 95% interval over images.
-A point is flagged below the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR).
+the chain rule over the elements of A. One network (neural_net.RingNet) gives q_r for every radius r and t
+at once. A model of A given a subset of B_r is also a model given B_r, so H_t(A|B_r) is estimated by the
+cross-entropy of q_s with s = argmin_{s <= r} of the validation cross-entropy (and H_t(A|BC) by the best of
+all radii): the estimated entropies never increase with r, and a far field that the network fits worse than
+it ignores does not bias the CMI. The images are split into train / validation / test; the choice uses the
+validation images only, and both cross-entropies are evaluated on the same test images and noise draws
+(common random numbers across t too), so the CMI is the mean of per-image differences d_i:
+stderr = std(d) / sqrt(n), and a percentile-bootstrap 95% interval over images. A point is flagged below
+the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR).
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
 
 
 def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, seed: int = 0):
-    """(net, head, standardiser, test images, meta): trained on the train split, or read from the cache."""
+    """(net, head, standardiser, validation images, test images, meta): trained on the train split, or read
+    from the cache."""
     images = data.images
     head = choose_head(images, settings.head, settings.components)
     train_idx, val_idx, test_idx = split_indices(len(images), settings, seed)
@@ -129,7 +134,7 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
             _save_cached(path, net, {**meta, "cached": True})
     net.to(settings.device).eval()
     meta.update(n_train=len(train_idx), n_val=len(val_idx), n_test=len(test_idx))
-    return net, head, standardise, x[test_idx], meta
+    return net, head, standardise, x[val_idx], x[test_idx], meta
 
 
 def test_nll(net, head, standardise, x0: torch.Tensor, ts, draws: int, seed: int, batch: int = 500) -> np.ndarray:
@@ -150,6 +155,17 @@ def test_nll(net, head, standardise, x0: torch.Tensor, ts, draws: int, seed: int
     return out
 
 
+def best_nested(val_nll: np.ndarray) -> np.ndarray:
+    """(T, D + 1) index s(t, r) = argmin_{s <= r} val_nll[t, s]: the best model among those that see no more
+    than the context of radius r."""
+    chosen = np.zeros(val_nll.shape, dtype=int)
+    for r in range(1, val_nll.shape[1]):
+        prev = chosen[:, r - 1]
+        better = val_nll[:, r] < val_nll[np.arange(len(val_nll)), prev]
+        chosen[:, r] = np.where(better, r, prev)
+    return chosen
+
+
 def paired_statistics(diff: np.ndarray, resamples: int, seed: int) -> dict:
     """Mean, stderr and percentile-bootstrap 95% interval of per-image differences diff (n, ...)."""
     n = len(diff)
@@ -167,9 +183,11 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
     """(values (T, R), stderr (T, R), details) of I_t(A:C|B_r) for the images of ``data``."""
     geometry = Geometry(tuple(data.shape), tuple(site), patch)
     start = time.perf_counter()
-    net, head, standardise, x_test, meta = fit_network(data, geometry, settings, seed)
+    net, head, standardise, x_val, x_test, meta = fit_network(data, geometry, settings, seed)
     fitted = time.perf_counter() - start
+    chosen = best_nested(test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0))
     nll = test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1)
+    nll = np.take_along_axis(nll, chosen[None], 2)
     full = geometry.n_rings
     diff = nll[:, :, list(radii)] - nll[:, :, full:]
     stats = paired_statistics(diff, settings.bootstrap, seed)
@@ -187,6 +205,7 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
         "network": meta["net"], "training": {k: meta["history"][k] for k in
                                              ("steps", "best_step", "best_val", "stop", "seconds")},
         "cached": meta["cached"], "fit_seconds": fitted, "cache_key": meta["key"],
+        "model_radius": chosen[:, list(radii)], "model_radius_global": chosen[:, full],
     }
     return stats["mean"], stats["stderr"], details
 

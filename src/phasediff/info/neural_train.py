@@ -4,8 +4,9 @@ Loss of one image at time t: the mean over radii r = 0..D and elements i of A of
 E_z[-log p_t(x_t,A_i | context of radius r, x_t,A_<i)] (quadrature over the element's own noise; fresh noise
 on every other pixel at every step). t is 0 for a fraction ZERO_T_FRACTION of the images (the discrete
 cross-entropy of a categorical head) and stratified uniform on (0, 1] for the rest. AdamW with a short
-warm-up and a cosine decay; the validation cross-entropy (fixed images, t grid and noise) is checked every
-``eval_every`` steps and the best weights are kept; training stops after ``patience`` checks without gain.
+warm-up and a cosine decay (over the steps, or over the time budget when that ends first); the validation
+cross-entropy (fixed images, t grid and noise) is checked every ``eval_every`` steps and the best weights
+are kept; training stops after ``patience`` checks without gain.
 """
 
 from __future__ import annotations
@@ -102,14 +103,20 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
     steps_per_epoch = max(1, len(x_train) // batch)
     total = max(1, int(round(config.epochs * steps_per_epoch)))
     warm = max(1, int(config.warmup * total))
+    start = time.perf_counter()
+
+    def done(k: int) -> float:
+        """Fraction of the run behind us: of the steps, or of the time budget if that is further along."""
+        return max(k / total, 0.0 if config.budget is None else (time.perf_counter() - start) / config.budget)
+
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(k / total, 1.0)))))
+        opt, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(done(k), 1.0)))))
     rule = hermite_rule(TRAIN_NODES)
     best = (validation_loss(net, head, standardise, x_val, val_t, val_z), 0)
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     history = {"step": [0], "val": [best[0]], "train": [float("nan")]}
-    start, running, stop = time.perf_counter(), [], "epochs"
+    running, stop = [], "epochs"
     order = torch.randperm(len(x_train), generator=g)
     cursor = 0
     bar = progress(range(1, total + 1), desc="training CMI network", unit="step")
@@ -126,7 +133,8 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         opt.step()
         schedule.step()
         running.append(loss.item())
-        if step % config.eval_every == 0 or step == total:
+        out_of_time = config.budget is not None and done(step) >= 1
+        if step % config.eval_every == 0 or step == total or out_of_time:
             val = validation_loss(net, head, standardise, x_val, val_t, val_z)
             history["step"].append(step)
             history["val"].append(val)
@@ -139,7 +147,7 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
             elif (step - best[1]) >= config.patience * config.eval_every:
                 stop = "early stopping"
                 break
-            if config.budget is not None and time.perf_counter() - start > config.budget:
+            if out_of_time:
                 stop = "time budget"
                 break
     net.load_state_dict(best_state)
