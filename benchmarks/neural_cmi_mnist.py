@@ -1,7 +1,7 @@
 """The paper's MNIST heatmap with the neural estimator: I_t(A:C|B_r) for t = 0, 0.1, ..., 1 and r = 1..12,
 A = the centre pixel of the 27 x 27 crop, from one amortised network trained from scratch (no cache).
 
-    python benchmarks/neural_cmi_mnist.py [--spec mnist:crop=27] [--epochs E] [--budget S] [--threads N]
+    python benchmarks/neural_cmi_mnist.py [--spec mnist:crop=27] [--epochs 4] [--budget S] [--threads N]
 
 Prints JSON: wall seconds (training and evaluation), the median half-width of the 95% intervals, the
 table with its standard errors and intervals, and the training history summary.
@@ -27,7 +27,7 @@ RADII = list(range(1, 13))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="mnist:crop=27")
-    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--budget", type=float, default=None, help="training seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)

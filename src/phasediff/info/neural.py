@@ -11,7 +11,8 @@ it ignores does not bias the CMI. The images are split into train / validation /
 validation images only, and both cross-entropies are evaluated on the same test images and noise draws
 (common random numbers across t too), so the CMI is the mean of per-image differences d_i:
 stderr = std(d) / sqrt(n), and a percentile-bootstrap 95% interval over images. A point is flagged below
-the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR).
+the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR); its reported interval is widened to
+[min(low, 0), max(high, resolution)], an upper limit rather than a measurement.
 """
 
 from __future__ import annotations
@@ -178,6 +179,13 @@ def paired_statistics(diff: np.ndarray, resamples: int, seed: int) -> dict:
             "low": low.reshape(shape), "high": high.reshape(shape)}
 
 
+def reported_interval(stats: dict, resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap interval, or [min(low, 0), max(high, resolution)] where the mean is below the resolution."""
+    unresolved = stats["mean"] < resolution
+    return (np.where(unresolved, np.minimum(stats["low"], 0.0), stats["low"]),
+            np.where(unresolved, np.maximum(stats["high"], resolution), stats["high"]))
+
+
 def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, settings: NeuralSettings,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """(values (T, R), stderr (T, R), details) of I_t(A:C|B_r) for the images of ``data``."""
@@ -193,11 +201,14 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
     stats = paired_statistics(diff, settings.bootstrap, seed)
     total = paired_statistics(nll[:, :, 0] - nll[:, :, full], settings.bootstrap, seed)
     resolution = np.maximum(2 * stats["stderr"], RESOLUTION_FLOOR)
+    unresolved = stats["mean"] < resolution
     details = {
         "head": head.kind, "levels" if head.kind == "categorical" else "components":
             len(head.levels) if head.kind == "categorical" else head.k,
-        "interval_low": stats["low"], "interval_high": stats["high"], "interval": "percentile bootstrap 95%",
-        "resolution": resolution, "below_resolution": stats["mean"] < resolution,
+        **dict(zip(("interval_low", "interval_high"), reported_interval(stats, resolution))),
+        "interval": "percentile bootstrap 95%, widened to [0, resolution] below the resolution",
+        "bootstrap_low": stats["low"], "bootstrap_high": stats["high"],
+        "resolution": resolution, "below_resolution": unresolved,
         "mutual_information_A_BC": total["mean"], "mutual_information_A_BC_stderr": total["stderr"],
         "cross_entropy_global": nll[:, :, full].mean(0),
         "stderr_method": "std of paired per-image differences / sqrt(n)",
