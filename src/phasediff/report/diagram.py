@@ -3,7 +3,8 @@
     recovery.png              recovery MSE over (T_f, r) of the local networks (and the global one), 0.03 contour
     gap-network-forward.png   Delta(t, r) of the local networks against the global one, forward process
     gap-network-trajectory.png  the same along the global sampler's trajectories
-    gap-analytic.png          patch posterior of radius r against the empirical posterior (training subset)
+    gap-analytic.png          patch posterior of radius r against the empirical posterior of a training subset,
+                              on the forward process of that subset
     gap-cmi.png               the network gap beside a CMI heatmap on the same axes (with --cmi)
     results.json, summary.txt
 """
@@ -84,7 +85,7 @@ def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: 
                 if mode == "forward" and cmi_result is not None:
                     gap_cmi_figure(gap, cmi_result, work / "gap-cmi.png", tolerance)
         if analytic_train > 0:
-            gap = _analytic_gap(data, analytic_train, analytic_radii or list(models), test, steps, seed)
+            gap = _analytic_gap(data, analytic_train, analytic_radii or list(models), len(test), steps, seed)
             summary["gap_analytic_forward"] = gap.to_dict()
             gap_heatmap(gap, work / "gap-analytic.png", tolerance)
             lines.append(f"analytic gap (patch posterior vs empirical, {analytic_train} training images): window "
@@ -99,11 +100,13 @@ def _fmt(window) -> str:
     return "none" if window is None else f"[{window[0]:.3f}, {window[1]:.3f}]"
 
 
-def _analytic_gap(data: str, n_train: int, radii: Sequence[int], test, steps: int, seed: int):
-    """Patch posterior (patches at the same location) of each radius against the empirical posterior mean."""
+def _analytic_gap(data: str, n_train: int, radii: Sequence[int], n_images: int, steps: int, seed: int):
+    """Patch posterior (patches at the same location) of each radius against the empirical posterior mean,
+    on the forward process of the training images themselves: the empirical posterior is the exact denoiser
+    of that set, whereas held-out images would measure its memorisation, not locality."""
     from phasediff.data.registry import load_dataset
     from phasediff.denoisers.analytic import EmpiricalDenoiser, PatchPosteriorDenoiser
 
     train = load_dataset(data, split="train", n=n_train, seed=seed).images
     family = {r: PatchPosteriorDenoiser(train, r) for r in radii}
-    return forward_gap(family, EmpiricalDenoiser(train), test, steps=steps, seed=seed)
+    return forward_gap(family, EmpiricalDenoiser(train), train[:n_images], steps=steps, seed=seed)
