@@ -189,3 +189,9 @@ def test_study_writes_runs_summary_and_index(cli, tmp_path, monkeypatch):
     assert summary["runs"][0]["peak_stderr"] is None and summary["runs"][1]["peak_stderr"] > 0
     index = (out / "index.html").read_text()
     assert "grf/heatmap.png" in index and (out / "digits" / "cmi_vs_r.png").exists()
+
+
+def test_export_of_a_cropped_fitted_mixture(cli_json, tmp_path):
+    out = tmp_path / "gmm.npz"
+    info = cli_json("data", "export", "gmm:data=digits,k=2,rank=2,crop=6", "--n", "50", "--out", out)
+    assert info["n"] == 50 and np.load(out)["images"].shape == (50, 1, 6, 6)

@@ -126,8 +126,9 @@ def load_dataset(spec: str, split: str = "train", n: int | None = None, seed: in
         # train and test draw from independent streams of the same seed
         rng = np.random.default_rng([seed, SPLITS.index(split)])
         images, labels = model.sample(count, rng)
+        # a model whose own parameters include crop (gmm) has already produced images of that size
         return _finish(Dataset(images, labels, f"{spec} ({model.describe()}; {split} draw, seed {seed})", model),
-                       generic["crop"], None)
+                       generic.get("crop"), None)
     if name not in NAMED:
         raise PhasediffError(f"unknown dataset {name!r} (known: {known_specs()})")
     if name == "patches":
