@@ -1,7 +1,7 @@
 """The hybrid sampler against all-global on MNIST and Fashion-MNIST: quality, wall-clock and FLOPs.
 
     python benchmarks/hybrid_comparison.py [--data mnist,fashion-mnist] [--n 5000] [--steps 32]
-        [--local-name local32-r3] [--sweep-n 1000] [--no-sweep] [--out runs/bench-hybrid] [--threads N]
+        [--local-name local-pos-r3] [--sweep-n 1000] [--no-sweep] [--out runs/bench-hybrid] [--threads N]
 
 For each dataset: `phasediff hybrid` (all-global, all-local, the paper's local-global-local [0.2, 0.5] and
 global-local-global, and the automatic window, all from the same noise in one process) and, unless
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--data", default="mnist,fashion-mnist")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--local-name", default="local32-r3")
+    parser.add_argument("--local-name", default="local-pos-r3")
     parser.add_argument("--sweep-n", type=int, default=1000)
     parser.add_argument("--lows", default="0:0.4:0.1")
     parser.add_argument("--highs", default="0.3:1:0.1")

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--analytic", type=int, default=2000, help="training images of the analytic family "
                          "(patch posterior vs empirical; 0 skips it; default 2000)")
     diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
-    diagram.add_argument("--tolerance", type=float, default=0.01, help="gap level that defines the windows")
+    diagram.add_argument("--tolerance", type=float, default=0.002, help="gap level that defines the windows")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")
     diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
 

@@ -12,7 +12,7 @@ from phasediff.diagnostics.gap import LocalityGap, trajectory_gap
 from phasediff.diagnostics.hybrid import Window
 from phasediff.errors import PhasediffError
 
-DEFAULT_TOLERANCE = 0.01
+DEFAULT_TOLERANCE = 0.002  # per-pixel squared difference of the two x_0 estimates
 
 
 def auto_window(local, global_, shape: tuple[int, int, int], steps: int = 32, tolerance: float = DEFAULT_TOLERANCE,

@@ -49,7 +49,7 @@ def _local_models(checkpoints: Sequence[Path]) -> dict:
 def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: Path | None = None,
                 n_images: int = 256, t_final: Sequence[float] = DEFAULT_T_FINAL, steps: int = 32,
                 analytic_train: int = 2000, analytic_radii: Sequence[int] | None = None, cmi: Path | None = None,
-                tolerance: float = 0.01, seed: int = 0, force: bool = False) -> dict:
+                tolerance: float = 0.002, seed: int = 0, force: bool = False) -> dict:
     """Recovery diagram and locality gaps of local denoisers on the test split of ``data``."""
     from phasediff.data.registry import load_dataset
     from phasediff.report.phase_figures import gap_cmi_figure, gap_heatmap, recovery_figure
