@@ -1,4 +1,6 @@
-"""Images per second of the strictly local r = 3 denoiser and of the global U-Net, same batch, same process.
+"""Images per second of strictly local r = 3 denoisers and of the global U-Net, same batch, same process.
+
+The local models: width 64, and width 32 with position channels (the hybrid sampler's).
 
     python benchmarks/denoiser_throughput.py [--batch 256] [--repeats 5] [--size 28] [--threads N]
 
@@ -38,7 +40,9 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.rand(args.batch, 1, args.size, args.size)
     t = torch.full((args.batch,), 0.5)
-    models = {"local_r3": LocalDenoiser(3).eval(), "global_unet": UNet(image_size=args.size).eval()}
+    models = {"local_r3": LocalDenoiser(3).eval(), "global_unet": UNet(image_size=args.size).eval(),
+              "local_r3_width32_positions": LocalDenoiser(3, width=32, position_channels=True,
+                                                          image_size=args.size).eval()}
     results = {}
     for name, model in models.items():
         results[name] = {
@@ -46,7 +50,8 @@ def main() -> None:
             "fp32_images_per_s": images_per_second(model, x, t, args.repeats, bf16=False),
             "bf16_images_per_s": images_per_second(model, x, t, args.repeats, bf16=True),
         }
-    speedup = {k: results["local_r3"][k] / results["global_unet"][k] for k in ("fp32_images_per_s", "bf16_images_per_s")}
+    speedup = {name: {k: results[name][k] / results["global_unet"][k] for k in ("fp32_images_per_s", "bf16_images_per_s")}
+               for name in models if name != "global_unet"}
     print(json.dumps({"batch": args.batch, "size": args.size, "threads": args.threads,
                       "cpu": platform.processor() or platform.machine(), "models": results,
                       "local_over_global": speedup}, indent=2))
