@@ -94,6 +94,12 @@ def quality(classifier, samples, reference, training=None, rounds: int = 50, see
     """Frechet distance (with interval), confidence, class histogram and, given training images, memorisation."""
     features, probs = classify(classifier, samples)
     reference_features, _ = classify(classifier, reference)
+    return quality_from_features(features, probs, reference_features, samples, training, rounds, seed)
+
+
+def quality_from_features(features: np.ndarray, probs: np.ndarray, reference_features: np.ndarray, samples=None,
+                          training=None, rounds: int = 50, seed: int = 0) -> QualityReport:
+    """`quality` from the judge's outputs already computed (samples needed only for memorisation)."""
     fd, lo, hi, plug_in = bootstrap_frechet(features, reference_features, rounds=rounds, seed=seed)
     counts = np.bincount(probs.argmax(1), minlength=probs.shape[1])
     memorised = median = None
@@ -101,6 +107,6 @@ def quality(classifier, samples, reference, training=None, rounds: int = 50, see
         ratios = nearest_neighbour_ratios(samples, training)
         memorised, median = float((ratios < MEMORISATION_RATIO).mean()), float(np.median(ratios))
     return QualityReport(
-        n=len(samples), frechet=fd, frechet_low=lo, frechet_high=hi, frechet_plug_in=plug_in, confidence=float(probs.max(1).mean()),
+        n=len(features), frechet=fd, frechet_low=lo, frechet_high=hi, frechet_plug_in=plug_in, confidence=float(probs.max(1).mean()),
         class_fractions=(counts / counts.sum()).tolist(), memorised_fraction=memorised, median_nn_ratio=median,
     )

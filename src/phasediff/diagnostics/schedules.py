@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from phasediff.diagnostics.hybrid import Hybrid, Window, check_windows, global_steps
 from phasediff.errors import PhasediffError
-from phasediff.metrics import QualityReport, classify, frechet_distance, quality
+from phasediff.metrics import QualityReport, classify, frechet_distance, quality_from_features
 from phasediff.sampling import sample, time_grid
 
 PRECISIONS = ("fp32", "bf16")
@@ -113,8 +113,8 @@ def compare_schedules(schedules: dict[str, Sequence[Window]], local, global_, ju
     for name, windows in schedules.items():
         images, result = run_schedule(name, local, global_, windows, n, shape, steps, seed=seed,
                                       batch_size=batch_size, precision=precision, flops=flops)
-        result.quality = quality(judge, images, reference, rounds=rounds, seed=seed)
-        features[name], _ = classify(judge, images)
+        features[name], probs = classify(judge, images)
+        result.quality = quality_from_features(features[name], probs, reference_features, rounds=rounds, seed=seed)
         grids[name] = images[:keep_images]
         results.append(result)
     if baseline is not None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from phasediff.denoisers.checkpoint import load, read_info
-from phasediff.diagnostics.hybrid import Hybrid, Window
+from phasediff.diagnostics.hybrid import Hybrid, Window, parse_window
 from phasediff.diagnostics.schedules import PRECISIONS, ScheduleResult, compare_schedules, pareto_front
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE, auto_window
 from phasediff.errors import PhasediffError
@@ -50,8 +50,6 @@ def _pair(global_checkpoint, local_checkpoint):
 
 def resolve_windows(window: str, local, global_, shape, steps: int, tolerance: float, seed: int):
     """(windows, gap or None) from --window: 'auto' measures the locality gap, anything else is parsed."""
-    from phasediff.diagnostics.hybrid import parse_window
-
     if window == "auto":
         return auto_window(local, global_, shape, steps=steps, tolerance=tolerance, seed=seed)
     return parse_window(window), None

@@ -83,14 +83,20 @@ def recovery_figure(diagram: RecoveryDiagram, path: Path, level: float = DEFAULT
     return _save(fig, path)
 
 
-def _gap_panel(ax, fig, gap: LocalityGap, tolerance: float | None) -> None:
-    t = np.asarray(gap.times, float)
+def _log_mesh(ax, fig, times, radii, table, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """A (radius, time) table in log colour with its colour bar; returns (sorted times, radii)."""
+    t = np.asarray(times, float)
     order = np.argsort(t)
-    r = np.asarray(gap.radii, float)
-    values = np.asarray(gap.gap, float)[order]
+    r = np.asarray(radii, float)
+    values = np.asarray(table, float)[order]
     mesh = ax.pcolormesh(_edges(r), _edges(t[order]), np.maximum(values, LOG_FLOOR), cmap="viridis",
                          norm=_log_norm(values), shading="flat")
-    fig.colorbar(mesh, ax=ax, label="locality gap (per-pixel MSE)")
+    fig.colorbar(mesh, ax=ax, label=label)
+    return t[order], r
+
+
+def _gap_panel(ax, fig, gap: LocalityGap, tolerance: float | None) -> None:
+    _, r = _log_mesh(ax, fig, gap.times, gap.radii, gap.gap, "locality gap (per-pixel MSE)")
     if tolerance is not None:
         shown = False
         for radius in gap.radii:
@@ -121,17 +127,11 @@ def gap_cmi_figure(gap: LocalityGap, cmi: CMIResult | None, path: Path, toleranc
         return gap_heatmap(gap, path, tolerance)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 5.0), sharey=True)
     _gap_panel(left, fig, gap, tolerance)
-    t = np.asarray(cmi.t, float)
-    order = np.argsort(t)
-    r = np.asarray(cmi.r, float)
-    values = np.asarray(cmi.cmi, float)[order]
-    mesh = right.pcolormesh(_edges(r), _edges(t[order]), np.maximum(values, LOG_FLOOR), cmap="viridis",
-                            norm=_log_norm(values), shading="flat")
-    fig.colorbar(mesh, ax=right, label="CMI (nats)")
+    t, r = _log_mesh(right, fig, cmi.t, cmi.r, cmi.cmi, "CMI (nats)")
     right.set_xlabel("buffer radius r")
     right.set_title(f"I_t(A:C|B_r), {cmi.estimator} estimator", fontsize=9)
     x_edges = np.concatenate([_edges(gap.radii), _edges(r)])
-    y_edges = np.concatenate([_edges(gap.times), _edges(t[order])])
+    y_edges = np.concatenate([_edges(gap.times), _edges(t)])
     for ax in (left, right):
         ax.set_xlim(x_edges.min(), x_edges.max())
         ax.set_ylim(y_edges.min(), y_edges.max())
