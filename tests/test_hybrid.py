@@ -210,6 +210,11 @@ def test_diagram_command_writes_the_phase_diagram(cli_json, cli, checkpoints, tm
     written = {p.name for p in (tmp_path / "d").iterdir()}
     assert written >= {"recovery.png", "gap-network-forward.png", "gap-network-trajectory.png", "gap-analytic.png",
                        "results.json", "summary.txt"}
+    fast = cli_json("diagram", "--data", "digits", "--local", str(checkpoints / "local"), "--model",
+                    checkpoints / "global", "--images", "12", "--t-final", "0.2,0.6", "--steps", "4",
+                    "--analytic", "0", "--precision", "bf16", "--out", tmp_path / "bf16")
+    assert fast["precision"] == "bf16" and "gap_analytic_forward" not in fast
+    np.testing.assert_allclose(fast["recovery"]["mse"], summary["recovery"]["mse"], rtol=0.05)
     status, _, err = cli("diagram", "--data", "digits", "--local", str(checkpoints / "global"), "--out",
                          tmp_path / "e", "--quiet")
     assert status == 2 and "not a local model" in err and not (tmp_path / "e").exists()

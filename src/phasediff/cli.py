@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(patch posterior vs empirical; 0 skips it; default 2000)")
     diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
     diagram.add_argument("--tolerance", type=float, default=0.002, help="gap level that defines the windows")
+    diagram.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                         help="bf16 autocast or fp32 for the networks (the analytic family runs in full precision)")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")
     diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
 
@@ -411,7 +413,7 @@ def cmd_diagram(args) -> None:
     summary = run_diagram(args.data, local, args.out, global_checkpoint=args.model, n_images=args.images,
                           t_final=parse_list(args.t_final, float, "--t-final"), steps=args.steps,
                           analytic_train=args.analytic, cmi=args.cmi, tolerance=args.tolerance, seed=args.seed,
-                          force=args.force)
+                          precision=args.precision, force=args.force)
     _emit(args, summary, "\n".join(summary["summary"]) + f"\nwrote {args.out}")
 
 
