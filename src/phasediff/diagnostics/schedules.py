@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from phasediff.diagnostics.hybrid import Hybrid, Window, check_windows, global_steps
 from phasediff.errors import PhasediffError
 from phasediff.metrics import QualityReport, classify, frechet_distance, quality_from_features
+from phasediff.progress import progress
 from phasediff.sampling import sample, time_grid
 
 PRECISIONS = ("fp32", "bf16")
@@ -110,7 +111,9 @@ def compare_schedules(schedules: dict[str, Sequence[Window]], local, global_, ju
     _warm_up(local, global_, shape, precision)
     results, features, grids = [], {}, {}
     reference_features, _ = classify(judge, reference)
-    for name, windows in schedules.items():
+    bar = progress(schedules.items(), desc="schedules", total=len(schedules))
+    for name, windows in bar:
+        bar.set_postfix_str(name)
         images, result = run_schedule(name, local, global_, windows, n, shape, steps, seed=seed,
                                       batch_size=batch_size, precision=precision, flops=flops)
         features[name], probs = classify(judge, images)
