@@ -87,9 +87,14 @@ def test_frechet_ratio_is_paired():
     reference = rng.normal(size=(400, 3))
     shifted = rng.normal(size=(300, 3)) + 0.5
     ratio = frechet_ratio(shifted, shifted, reference, rounds=20)
-    assert ratio == {"ratio": 1.0, "low": 1.0, "high": 1.0}
+    assert ratio == {"ratio": 1.0, "low": 1.0, "high": 1.0, "plug_in": 1.0}
     worse = frechet_ratio(shifted + 0.5, shifted, reference, rounds=50)
     assert worse["low"] > 1.5 and worse["low"] <= worse["ratio"] <= worse["high"]
+    # a baseline close to the reference: resampling inflates its FD most, so the draws R* fall below R; the
+    # bias-corrected ratio moves up from R, and its basic interval covers it
+    near = rng.normal(size=(300, 3)) + 0.05
+    small = frechet_ratio(shifted, near, reference, rounds=100)
+    assert small["ratio"] > small["plug_in"] and small["low"] <= small["ratio"] <= small["high"]
 
 
 def _result(name, seconds, fd):
