@@ -58,6 +58,8 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
+
     common = _common()
     parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
                      "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
@@ -176,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--analytic", type=int, default=2000, help="training images of the analytic family "
                          "(patch posterior vs empirical; 0 skips it; default 2000)")
     diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
-    diagram.add_argument("--tolerance", type=float, default=0.002, help="gap level that defines the windows")
+    diagram.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                         help=f"gap level that defines the windows (default {DEFAULT_TOLERANCE:g})")
     diagram.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                          help="bf16 autocast or fp32 for the networks (the analytic family runs in full precision)")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")

@@ -15,12 +15,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from phasediff.denoisers.checkpoint import load, read_info
 from phasediff.diagnostics.gap import forward_gap, trajectory_gap
 from phasediff.diagnostics.recovery import DEFAULT_LEVEL, DEFAULT_T_FINAL, recovery_diagram
-from phasediff.diagnostics.schedules import PRECISIONS
+from phasediff.diagnostics.schedules import inference_precision
+from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 from phasediff.errors import PhasediffError
 from phasediff.rundir import run_directory, save_json
 
@@ -52,14 +51,13 @@ def _local_models(checkpoints: Sequence[Path]) -> dict:
 def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: Path | None = None,
                 n_images: int = 256, t_final: Sequence[float] = DEFAULT_T_FINAL, steps: int = 32,
                 analytic_train: int = 2000, analytic_radii: Sequence[int] | None = None, cmi: Path | None = None,
-                tolerance: float = 0.002, seed: int = 0, precision: str = "fp32", force: bool = False) -> dict:
+                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, precision: str = "fp32", force: bool = False) -> dict:
     """Recovery diagram and locality gaps of local denoisers on the test split of ``data``; ``precision`` bf16
     runs the networks under bf16 autocast (the analytic family always runs in full precision)."""
     from phasediff.data.registry import load_dataset
     from phasediff.report.phase_figures import gap_cmi_figure, gap_heatmap, recovery_figure
 
-    if precision not in PRECISIONS:
-        raise PhasediffError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    networks = inference_precision(precision)
     models = _local_models(local)
     cmi_result = _cmi_result(cmi) if cmi is not None else None
     test = load_dataset(data, split="test", n=n_images, seed=seed).images
@@ -73,7 +71,6 @@ def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: 
                    "precision": precision,
                    "local": [str(p) for p in local], "global": None if global_ is None else str(global_checkpoint)}
         family = dict(models) if global_ is None else {**models, None: global_}
-        networks = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
         with networks:
             diagram = recovery_diagram(family, test, t_final=t_final, steps_per_unit=steps, seed=seed)
         recovery_figure(diagram, work / "recovery.png")

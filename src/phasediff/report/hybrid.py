@@ -17,7 +17,7 @@ import torch
 
 from phasediff.denoisers.checkpoint import load, read_info
 from phasediff.diagnostics.hybrid import Hybrid, Window, parse_window
-from phasediff.diagnostics.schedules import PRECISIONS, ScheduleResult, compare_schedules, pareto_front
+from phasediff.diagnostics.schedules import ScheduleResult, compare_schedules, inference_precision, pareto_front
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE, auto_window
 from phasediff.errors import PhasediffError
 from phasediff.report.figures import image_grid, plt
@@ -61,8 +61,7 @@ def sample_to_file(checkpoint, out, n: int, steps: int = 32, method: str = "eule
                    precision: str = "fp32") -> dict:
     """Sample a saved denoiser (or the hybrid of it with the ``local`` checkpoint inside ``window``) into ``out``
     (.npz, images (N, C, H, W) clipped to [0, 1]) and a PNG grid beside it."""
-    if precision not in PRECISIONS:
-        raise PhasediffError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    networks = inference_precision(precision)
     if (local is None) != (window is None):
         raise PhasediffError("--local and --window go together")
     shape = _shape(checkpoint)
@@ -87,7 +86,7 @@ def sample_to_file(checkpoint, out, n: int, steps: int = 32, method: str = "eule
     elif guidance != 1.0:
         raise PhasediffError("--guidance needs --label")
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with networks:
         images = sample(denoiser, n, shape, steps=steps, method=method, seed=seed, label=labels,
                         batch_size=batch_size, device=device)
     seconds = time.perf_counter() - start
