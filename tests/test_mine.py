@@ -58,5 +58,6 @@ def test_mine_through_the_command(cli_json):
     assert result["estimator"] == "mine" and len(result["stderr"]) == 2
     assert result["cmi"][1] == [0.0] and result["details"]["mine"]["protocol"] == "sound"
     paper = cli_json("cmi", "digits", "--estimator", "mine", "--t", "0.3", "--r", "1", "--mine-steps", "20",
-                     "--mine-protocol", "paper", "--mine-runs", "2")
+                     "--mine-protocol", "paper", "--mine-runs", "2", "--mine-batch", "100")
     assert paper["stderr"] is None and paper["cmi"][0][0] >= 0
+    assert paper["details"]["mine"] == {"protocol": "paper", "steps": 20, "batch_size": 100, "runs": 2}

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "bound averaged over the last 10%% of training, max of runs, clipped at 0)")
     cmi.add_argument("--mine-steps", type=int, default=1500, help="mine: training steps per critic (default 1500)")
     cmi.add_argument("--mine-runs", type=int, default=1, help="mine: runs of the I(A:BC) critic (paper: 3)")
+    cmi.add_argument("--mine-batch", type=int, default=256, help="mine: training batch size (default 256; paper: 100)")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
     cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
     cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
@@ -293,7 +294,8 @@ def _mine_settings(args):
     """MineSettings from the MINE options of ``cmi``."""
     from phasediff.info.mine import MineSettings
 
-    settings = MineSettings(protocol=args.mine_protocol, steps=args.mine_steps, runs=args.mine_runs)
+    settings = MineSettings(protocol=args.mine_protocol, steps=args.mine_steps, runs=args.mine_runs,
+                            batch_size=args.mine_batch)
     settings.check()
     return settings
 
