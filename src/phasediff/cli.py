@@ -58,6 +58,7 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from phasediff.diagnostics.schedules import PRECISIONS
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 
     common = _common()
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "classifier, 5e-4 global)")
     train.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights")
-    train.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast or fp32")
+    train.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or fp32")
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
     diagram.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                          help=f"gap level that defines the windows (default {DEFAULT_TOLERANCE:g})")
-    diagram.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    diagram.add_argument("--precision", default="fp32", choices=PRECISIONS,
                          help="bf16 autocast or fp32 for the networks (the analytic family runs in full precision)")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")
     diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
+    from phasediff.diagnostics.schedules import PRECISIONS
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 
     if not hybrid:
@@ -215,7 +217,7 @@ def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
                             "gap), A:B, A:B,C:D, all or none")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
                         f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--precision", default="bf16" if hybrid else "fp32", choices=("fp32", "bf16"),
+    parser.add_argument("--precision", default="bf16" if hybrid else "fp32", choices=PRECISIONS,
                         help="bf16 autocast or fp32 for the networks")
 
 

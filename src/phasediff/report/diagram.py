@@ -51,7 +51,8 @@ def _local_models(checkpoints: Sequence[Path]) -> dict:
 def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: Path | None = None,
                 n_images: int = 256, t_final: Sequence[float] = DEFAULT_T_FINAL, steps: int = 32,
                 analytic_train: int = 2000, analytic_radii: Sequence[int] | None = None, cmi: Path | None = None,
-                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, precision: str = "fp32", force: bool = False) -> dict:
+                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, precision: str = "fp32",
+                force: bool = False) -> dict:
     """Recovery diagram and locality gaps of local denoisers on the test split of ``data``; ``precision`` bf16
     runs the networks under bf16 autocast (the analytic family always runs in full precision)."""
     from phasediff.data.registry import load_dataset
