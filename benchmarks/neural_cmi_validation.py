@@ -1,6 +1,7 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
+        [--specialise STEPS] [--precision fp32|bf16]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -81,7 +82,8 @@ def grid_case(name: str, data, model, settings, mc: int, seed: int) -> dict:
             "coverage": coverage,
             "resolved_points": len(resolved), "bootstrap_coverage_of_resolved": np.mean(resolved) if resolved else None,
             "passed": bool(within == 1.0 and coverage >= 0.8), "wall_seconds": wall,
-            "training": result.details["training"], "mutual_information_A_BC": result.details["mutual_information_A_BC"]}
+            "training": result.details["training"], "specialised": result.details["specialised"],
+            "mutual_information_A_BC": result.details["mutual_information_A_BC"]}
 
 
 def peak_case(data, model, settings, seed: int) -> dict:
@@ -118,13 +120,15 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=40_000, help="Monte Carlo samples of the exact gmm value")
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
+    parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of the training passes")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
-    settings = settings_with(epochs=args.epochs, budget=args.budget, net=NetConfig(**sizes))
-    report = {"settings": {"n": args.n, "mc": args.mc, "epochs": settings.train.epochs, "budget": args.budget,
-                           "net": settings.net.to_dict()}}
+    settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
+                             precision=args.precision, net=NetConfig(**sizes))
+    report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(), "net": settings.net.to_dict()}}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
             model, data = user_file(SPECS[name], args.n, Path(folder), args.seed)

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmi.add_argument("--ridge", type=float, default=1e-4, help="ridge added to the empirical covariance (gaussian)")
     cmi.add_argument("--epochs", type=float, default=None, help="neural: training epochs (default 12)")
     cmi.add_argument("--budget", type=float, default=None, help="neural: stop training after this many seconds")
+    cmi.add_argument("--specialise", type=int, default=None, help="neural: after the amortised training, train a "
+                     "copy of the network at each t alone for this many steps (dearer, closer to exact; default 0)")
+    cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
+                     help="neural: bf16 autocast or fp32 for the training passes (default fp32; evaluation is fp32)")
     cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
                      help="neural: posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
     cmi.add_argument("--cache", default=None, help="neural: folder of trained networks (default: the data cache's "
@@ -311,9 +315,11 @@ def _neural_settings(args):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise PhasediffError(f"--{name} must be > 0, got {value}")
+    if args.specialise is not None and args.specialise < 0:
+        raise PhasediffError(f"--specialise must be >= 0, got {args.specialise}")
     cache = cache_dir() / "neural" if args.cache is None else None if args.cache == "none" else Path(args.cache)
     return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache,
-                         device=resolve_device(args.device))
+                         specialise=args.specialise, precision=args.train_precision, device=resolve_device(args.device))
 
 
 def cmd_cmi(args) -> None:

@@ -13,10 +13,15 @@ validation images only, and both cross-entropies are evaluated on the same test 
 stderr = std(d) / sqrt(n), and a percentile-bootstrap 95% interval over images. A point is flagged below
 the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR); its reported interval is widened to
 [min(low, 0), max(high, resolution)], an upper limit rather than a measurement.
+
+With ``specialise`` steps (TrainConfig), both cross-entropies at each t come instead from a copy of the
+network trained further at that t alone: dearer (steps per t), and closer to the exact values where the
+amortised network has not yet learned the far field (benchmarks/neural_cmi_validation.py).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -39,6 +44,7 @@ MAX_LEVELS = 256
 EVAL_NODES = 24
 RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 CACHE_VERSION = 1
+UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr")  # not in the amortised network's cache key
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ def _cache_key(images: np.ndarray, geometry: Geometry, head, settings: NeuralSet
     spec = {"version": CACHE_VERSION, "shape": list(images.shape), "site": list(geometry.site), "patch": geometry.patch,
             "head": head.kind, "levels": len(head.levels) if head.kind == "categorical" else head.k,
             "split": [settings.test, settings.val], "net": settings.net.to_dict(),
-            "train": {k: v for k, v in settings.train.to_dict().items() if k != "budget"}, "seed": seed}
+            "train": {k: v for k, v in settings.train.to_dict().items() if k not in UNKEYED_TRAINING},
+            "seed": seed}
     digest.update(json.dumps(spec, sort_keys=True).encode())
     return digest.hexdigest()[:24]
 
@@ -115,7 +122,7 @@ def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
 
 
 def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, seed: int = 0):
-    """(net, head, standardiser, validation images, test images, meta): trained on the train split, or read
+    """(net, head, standardiser, (train, validation, test) images, meta): trained on the train split, or read
     from the cache."""
     images = data.images
     head = choose_head(images, settings.head, settings.components)
@@ -135,7 +142,39 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
             _save_cached(path, net, {**meta, "cached": True})
     net.to(settings.device).eval()
     meta.update(n_train=len(train_idx), n_val=len(val_idx), n_test=len(test_idx))
-    return net, head, standardise, x[val_idx], x[test_idx], meta
+    return net, head, standardise, (x[train_idx], x[val_idx], x[test_idx]), meta
+
+
+def specialised_network(net, head, standardise, splits, t: float, settings: NeuralSettings, key: str, seed: int):
+    """(copy of ``net`` trained further at t alone, its training history); cached beside the amortised one."""
+    special = copy.deepcopy(net).cpu()
+    tag = f"t{float(t):.6g}-s{settings.train.specialise}-lr{settings.train.specialise_lr:g}"
+    path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}-{tag}"
+    meta = None if path is None else _load_cached(path, special)
+    if meta is None:
+        history = train(special, head, standardise, splits[0], splits[1], settings.train, seed=seed + 5, fixed_t=t)
+        meta = {"t": float(t), "history": history, "cached": False}
+        if path is not None:
+            _save_cached(path, special, {**meta, "cached": True})
+    return special.to(settings.device).eval(), meta
+
+
+def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings, key: str,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Validation (T, D + 1) and per-image test (n, T, D + 1) cross-entropies, from the amortised network or,
+    with settings.train.specialise, from its specialisation at each t (the same noise draws at every t)."""
+    x_val, x_test = splits[1], splits[2]
+    if not settings.train.specialise:
+        return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
+                test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1), [])
+    val, test, histories = [], [], []
+    for t in ts:
+        special, meta = specialised_network(net, head, standardise, splits, float(t), settings, key, seed)
+        val.append(test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0))
+        test.append(test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1))
+        histories.append({"t": float(t), "cached": meta["cached"], **{k: meta["history"][k] for k in
+                                                                     ("steps", "best_step", "best_val", "seconds")}})
+    return np.concatenate(val), np.concatenate(test, 1), histories
 
 
 def test_nll(net, head, standardise, x0: torch.Tensor, ts, draws: int, seed: int, batch: int = 500) -> np.ndarray:
@@ -191,10 +230,10 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
     """(values (T, R), stderr (T, R), details) of I_t(A:C|B_r) for the images of ``data``."""
     geometry = Geometry(tuple(data.shape), tuple(site), patch)
     start = time.perf_counter()
-    net, head, standardise, x_val, x_test, meta = fit_network(data, geometry, settings, seed)
+    net, head, standardise, splits, meta = fit_network(data, geometry, settings, seed)
     fitted = time.perf_counter() - start
-    chosen = best_nested(test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0))
-    nll = test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1)
+    val_nll, nll, specialised = cross_entropies(net, head, standardise, splits, ts, settings, meta["key"], seed)
+    chosen = best_nested(val_nll)
     nll = np.take_along_axis(nll, chosen[None], 2)
     full = geometry.n_rings
     diff = nll[:, :, list(radii)] - nll[:, :, full:]
@@ -215,14 +254,16 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
         "images": {"train": meta["n_train"], "val": meta["n_val"], "test": meta["n_test"]}, "draws": settings.draws,
         "network": meta["net"], "training": {k: meta["history"][k] for k in
                                              ("steps", "best_step", "best_val", "stop", "seconds")},
-        "cached": meta["cached"], "fit_seconds": fitted, "cache_key": meta["key"],
+        "specialised": specialised, "cached": meta["cached"], "fit_seconds": fitted, "cache_key": meta["key"],
         "model_radius": chosen[:, list(radii)], "model_radius_global": chosen[:, full],
     }
     return stats["mean"], stats["stderr"], details
 
 
 def settings_with(**changes) -> NeuralSettings:
-    """NeuralSettings with some fields (including ``epochs``/``budget`` of the training) replaced."""
-    train_keys = {k: changes.pop(k) for k in ("epochs", "budget") if k in changes and changes[k] is not None}
+    """NeuralSettings with some fields (including the training's ``epochs``, ``budget``, ``precision`` and
+    ``specialise``) replaced."""
+    train_keys = {k: changes.pop(k) for k in ("epochs", "budget", "precision", "specialise")
+                  if k in changes and changes[k] is not None}
     settings = replace(NeuralSettings(), **{k: v for k, v in changes.items() if v is not None})
     return replace(settings, train=replace(settings.train, **train_keys)) if train_keys else settings

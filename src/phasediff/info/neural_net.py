@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from phasediff.regions import check_site, chebyshev_distance
+from phasediff.regions import chebyshev_distance
 
 
 @dataclass(frozen=True)

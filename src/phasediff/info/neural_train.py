@@ -7,6 +7,10 @@ cross-entropy of a categorical head) and stratified uniform on (0, 1] for the re
 warm-up and a cosine decay (over the steps, or over the time budget when that ends first); the validation
 cross-entropy (fixed images, t grid and noise) is checked every ``eval_every`` steps and the best weights
 are kept; training stops after ``patience`` checks without gain.
+
+Specialisation (``specialise``): a copy of the trained network is trained further at one t alone
+(``specialise`` steps at ``specialise_lr``, validation at that t), which sharpens what the amortised network
+learns slowly at each t (the far-field structure behind the global cross-entropy).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class TrainConfig:
     eval_every: int = 200
     patience: int = 6
     budget: float | None = None  # seconds; a hard stop that makes the result depend on the machine's speed
+    precision: str = "fp32"  # "bf16": autocast for the training passes (validation and test stay in fp32)
+    specialise: int = 0  # steps of further training at each measured t alone (0: the amortised network only)
+    specialise_lr: float = 1e-3
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -64,17 +71,18 @@ def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.T
     xt = s * x0 + t.reshape(-1, 1, 1, 1) * z
     x = standardise(xt, t)
     target = x.reshape(b, -1)[:, net.target_index]
-    out = net(x, t, target)
+    out = net(x, t, target).float()  # the density in fp32 under bf16 autocast
     radii, m = out.shape[1], out.shape[2]
     x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :].expand(b, radii, m)
     return expected_nll(head, out, x0_a, t[:, None, None].expand(b, radii, m), rule,
                         scale=standardise.sigma, offset=standardise.mu)
 
 
-def _validation_set(x0: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed t (cycling over VAL_TIMES) and a fixed noise draw per validation image."""
+def _validation_set(x0: torch.Tensor, seed: int, fixed_t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed t (cycling over VAL_TIMES, or ``fixed_t``) and a fixed noise draw per validation image."""
     g = torch.Generator().manual_seed(seed)
-    t = torch.tensor(VAL_TIMES, dtype=torch.float32).repeat(len(x0) // len(VAL_TIMES) + 1)[: len(x0)]
+    times = VAL_TIMES if fixed_t is None else [fixed_t]
+    t = torch.tensor(times, dtype=torch.float32).repeat(len(x0) // len(times) + 1)[: len(x0)]
     return t, torch.randn(x0.shape, generator=g)
 
 
@@ -88,20 +96,25 @@ def validation_loss(net, head, standardise, x0, t, z, batch: int = 512) -> float
     return total / len(x0)
 
 
-def _times(n: int, g: torch.Generator) -> torch.Tensor:
-    """Stratified uniform t on (0, 1], with a fraction ZERO_T_FRACTION set to exactly 0."""
+def _times(n: int, g: torch.Generator, fixed_t: float | None = None) -> torch.Tensor:
+    """Stratified uniform t on (0, 1], with a fraction ZERO_T_FRACTION set to exactly 0 (or all ``fixed_t``)."""
+    if fixed_t is not None:
+        return torch.full((n,), float(fixed_t))
     t = 1 - (torch.randperm(n, generator=g) + torch.rand(n, generator=g)) / n
     return torch.where(torch.rand(n, generator=g) < ZERO_T_FRACTION, torch.zeros_like(t), t)
 
 
 def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig,
-          seed: int = 0) -> dict:
-    """Fit ``net`` in place (keeping the best validation weights); returns the training history."""
+          seed: int = 0, fixed_t: float | None = None) -> dict:
+    """Fit ``net`` in place (keeping the best validation weights); returns the training history.
+
+    With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr).
+    """
     g = torch.Generator().manual_seed(seed)
-    val_t, val_z = _validation_set(x_val, seed + 1)
+    val_t, val_z = _validation_set(x_val, seed + 1, fixed_t)
     batch = min(config.batch, len(x_train))
     steps_per_epoch = max(1, len(x_train) // batch)
-    total = max(1, int(round(config.epochs * steps_per_epoch)))
+    total = max(1, int(round(config.epochs * steps_per_epoch)) if fixed_t is None else config.specialise)
     warm = max(1, int(config.warmup * total))
     start = time.perf_counter()
 
@@ -109,7 +122,8 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         """Fraction of the run behind us: of the steps, or of the time budget if that is further along."""
         return max(k / total, 0.0 if config.budget is None else (time.perf_counter() - start) / config.budget)
 
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    lr = config.lr if fixed_t is None else config.specialise_lr
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(done(k), 1.0)))))
     rule = hermite_rule(TRAIN_NODES)
@@ -119,14 +133,16 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
     running, stop = [], "epochs"
     order = torch.randperm(len(x_train), generator=g)
     cursor = 0
-    bar = progress(range(1, total + 1), desc="training CMI network", unit="step")
+    desc = "training CMI network" if fixed_t is None else f"specialising at t = {fixed_t:g}"
+    bar = progress(range(1, total + 1), desc=desc, unit="step")
     for step in bar:
         if cursor + batch > len(order):
             order, cursor = torch.randperm(len(x_train), generator=g), 0
         x0 = x_train[order[cursor: cursor + batch]]
         cursor += batch
-        t = _times(batch, g)
-        loss = image_nll(net, head, standardise, x0, t, torch.randn(x0.shape, generator=g), rule).mean()
+        t = _times(batch, g, fixed_t)
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss = image_nll(net, head, standardise, x0, t, torch.randn(x0.shape, generator=g), rule).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
