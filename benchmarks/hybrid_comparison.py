@@ -8,7 +8,8 @@ global-local-global, and the automatic window, all from the same noise in one pr
 --no-sweep, `phasediff hybrid-sweep` over single windows. Uses the committed checkpoints
 checkpoints/DATA/global and checkpoints/DATA/LOCAL_NAME. Prints JSON: per schedule the Frechet distance with
 its interval, the paired FD ratio to all-global, seconds, speed-up and GFLOPs; the acceptance figures
-(auto FD ratio <= 1.15, speed-up >= 2.5, auto within 10% of the fastest sweep point meeting the bar).
+(auto FD ratio <= 1.15, speed-up >= 2.5, auto within 10% of the fastest sweep point meeting the bar), and the
+same comparison by FLOPs, which does not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main() -> None:
                                  parse_list(args.highs, float), n=args.sweep_n, steps=args.steps, force=True)
             entry["sweep"] = {k: sweep[k] for k in ("quality_bar", "fastest_meeting_bar", "fastest_seconds",
                                                     "auto_meets_bar", "auto_seconds", "auto_time_over_fastest",
-                                                    "pareto")}
+                                                    "fewest_flops_meeting_bar", "auto_flops_over_fewest",
+                                                    "pareto", "pareto_by_flops")}
             entry["sweep"]["n"] = args.sweep_n
         report["datasets"][data] = entry
     print(json.dumps(report, indent=2))

@@ -107,6 +107,11 @@ def _result(name, seconds, fd):
 def test_pareto_front_keeps_only_undominated_schedules():
     results = [_result("a", 1.0, 9.0), _result("b", 2.0, 5.0), _result("c", 3.0, 6.0), _result("d", 4.0, 1.0)]
     assert [r.name for r in pareto_front(results)] == ["a", "b", "d"]
+    for r, flops in zip(results, (4.0, 1.0, 2.0, 3.0)):  # by FLOPs: b is cheapest, then c, d, a
+        r.flops = flops
+    assert [r.name for r in pareto_front(results, "flops")] == ["b", "d"]
+    with pytest.raises(PhasediffError):
+        pareto_front(results, "watts")
     assert sweep_windows([0.0, 0.5], [0.5, 1.0]) == [(0.0, 0.5), (0.0, 1.0), (0.5, 1.0)]
 
 
@@ -188,6 +193,7 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     sweep = cli_json("hybrid-sweep", *common, "--lows", "0,0.5", "--highs", "0.5,1", "--out", tmp_path / "sweep")
     assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
     assert sweep["fastest_meeting_bar"] in [s["name"] for s in sweep["schedules"]]
+    assert sweep["fewest_flops_meeting_bar"] in [s["name"] for s in sweep["schedules"]] and sweep["pareto_by_flops"]
     assert (tmp_path / "sweep" / "pareto.png").exists()
 
 

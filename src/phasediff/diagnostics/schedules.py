@@ -146,9 +146,11 @@ def _warm_up(local, global_, shape, precision: str) -> None:
         global_(x, torch.full((8,), 0.5))
 
 
-def pareto_front(results: Sequence[ScheduleResult]) -> list[ScheduleResult]:
-    """Schedules that no other beats in both time and Frechet distance, fastest first."""
-    judged = sorted((r for r in results if r.quality is not None), key=lambda r: (r.seconds, r.quality.frechet))
+def pareto_front(results: Sequence[ScheduleResult], cost: str = "seconds") -> list[ScheduleResult]:
+    """Schedules that no other beats in both cost (``seconds`` or ``flops``) and Frechet distance, cheapest first."""
+    if cost not in ("seconds", "flops"):
+        raise PhasediffError(f"pareto_front: cost must be 'seconds' or 'flops', got {cost!r}")
+    judged = sorted((r for r in results if r.quality is not None), key=lambda r: (getattr(r, cost), r.quality.frechet))
     front, best = [], float("inf")
     for result in judged:
         if result.quality.frechet < best:
