@@ -94,7 +94,8 @@ def sample_to_file(checkpoint, out, n: int, steps: int = 32, method: str = "eule
     out = Path(out)
     grid = out.with_suffix(".png")
     write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
-    write_atomic(grid, lambda tmp: image_grid(images[:64], tmp, title=f"{Path(checkpoint).name}: {steps} {method} steps"))
+    title = f"{Path(checkpoint).name}: {steps} {method} steps"
+    write_atomic(grid, lambda tmp: image_grid(images[:64], tmp, title=title))
     if isinstance(model, Hybrid):
         extra["evaluations"] = dict(model.evaluations)
     return {"out": str(out), "grid": str(grid), "n": n, "steps": steps, "method": method, "seconds": seconds,
@@ -267,8 +268,8 @@ def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[
                                        seed=seed, batch_size=batch_size, precision=precision,
                                        baseline="all-global", keep_images=0)
         front = pareto_front(results)
-        summary = {**_against_the_bar(results), "global": str(global_checkpoint), "local": str(local_checkpoint), "data": data, "n": n,
-                   "steps": steps, "seed": seed, "precision": precision, "tolerance": tolerance,
+        summary = {**_against_the_bar(results), "global": str(global_checkpoint), "local": str(local_checkpoint),
+                   "data": data, "n": n, "steps": steps, "seed": seed, "precision": precision, "tolerance": tolerance,
                    "auto_window": windows, "pareto": [r.name for r in front],
                    "pareto_by_flops": [r.name for r in pareto_front(results, "flops")],
                    "schedules": [r.to_dict() for r in results]}
