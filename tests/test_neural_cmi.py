@@ -61,7 +61,8 @@ def test_categorical_head_at_t0_is_the_discrete_cross_entropy():
 
 
 def test_choose_head_by_data():
-    assert choose_head(np.random.default_rng(0).integers(0, 256, (10, 1, 3, 3)) / 255.0, "auto", 4).kind == "categorical"
+    levels = np.random.default_rng(0).integers(0, 256, (10, 1, 3, 3)) / 255.0
+    assert choose_head(levels, "auto", 4).kind == "categorical"
     assert choose_head(np.random.default_rng(0).normal(size=(100, 1, 3, 3)), "auto", 4).kind == "mixture"
     with pytest.raises(PhasediffError):
         choose_head(np.random.default_rng(0).normal(size=(100, 1, 3, 3)), "categorical", 4)
@@ -174,3 +175,10 @@ def test_cli_rejects_a_negative_specialisation(cli, tmp_path):
     np.savez(path, images=np.random.default_rng(0).standard_normal((300, 1, 1, 7)))
     status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise", "-1", "--quiet")
     assert status == 2 and "--specialise must be >= 0" in err
+
+
+def test_unknown_training_precision_is_refused():
+    images = np.random.default_rng(0).standard_normal((400, 1, 1, 7)).astype(np.float32)
+    settings = settings_with(epochs=1, test=100, val=50, precision="fp16")
+    with pytest.raises(PhasediffError, match="fp32 or bf16"):
+        measure_cmi(Dataset(images, None, "noise"), [0.3], [1], estimator="neural", site=(0, 3), neural=settings)

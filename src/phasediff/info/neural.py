@@ -16,7 +16,7 @@ the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR); its repo
 
 With ``specialise`` steps (TrainConfig), both cross-entropies at each t come instead from a copy of the
 network trained further at that t alone: dearer (steps per t), and closer to the exact values where the
-amortised network has not yet learned the far field (benchmarks/neural_cmi_validation.py).
+amortised network is still short of them (benchmarks/neural_cmi_validation.py, docs/cmi-study.md).
 """
 
 from __future__ import annotations

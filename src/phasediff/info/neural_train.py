@@ -10,7 +10,7 @@ are kept; training stops after ``patience`` checks without gain.
 
 Specialisation (``specialise``): a copy of the trained network is trained further at one t alone
 (``specialise`` steps at ``specialise_lr``, validation at that t), which sharpens what the amortised network
-learns slowly at each t (the far-field structure behind the global cross-entropy).
+learns slowly at each t: the posterior given a wide context, whose cross-entropy excess grows with r.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from phasediff.errors import PhasediffError
 from phasediff.info.neural_density import expected_nll, hermite_rule
 from phasediff.progress import progress
 
@@ -110,6 +111,8 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
 
     With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr).
     """
+    if config.precision not in ("fp32", "bf16"):
+        raise PhasediffError(f"training precision must be fp32 or bf16, got {config.precision!r}")
     g = torch.Generator().manual_seed(seed)
     val_t, val_z = _validation_set(x_val, seed + 1, fixed_t)
     batch = min(config.batch, len(x_train))
