@@ -29,6 +29,7 @@ from phasediff.data.registry import load_dataset, load_model
 from phasediff.info.cmi import measure_cmi
 from phasediff.info.neural import settings_with
 from phasediff.info.neural_net import NetConfig
+from phasediff.precision import PRECISIONS
 
 SPECS = {"grf": "grf:L=27,ell=3", "gmm": "gmm:data=mnist,crop=27,k=10,rank=8", "gmm2": "gmm2:L=27"}
 TIMES = [round(0.1 * k, 1) for k in range(1, 10)]
@@ -121,14 +122,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
     parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of the training passes")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
     settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
                              precision=args.precision, net=NetConfig(**sizes))
-    report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(), "net": settings.net.to_dict()}}
+    report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(),
+                           "net": settings.net.to_dict()}}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
             model, data = user_file(SPECS[name], args.n, Path(folder), args.seed)

@@ -26,6 +26,7 @@ import numpy as np
 
 from phasediff import __version__
 from phasediff.errors import PhasediffError
+from phasediff.precision import PRECISIONS
 from phasediff.progress import set_quiet
 from phasediff.rundir import check_output_file, to_json, write_atomic
 from phasediff.specs import parse_list
@@ -58,7 +59,6 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from phasediff.diagnostics.schedules import PRECISIONS
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 
     common = _common()
@@ -211,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
-    from phasediff.diagnostics.schedules import PRECISIONS
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 
     if not hybrid:

@@ -23,18 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from phasediff.diagnostics.hybrid import Hybrid, Window, check_windows, global_steps
 from phasediff.errors import PhasediffError
 from phasediff.metrics import QualityReport, classify, frechet_distance, quality_from_features
+from phasediff.precision import autocast
 from phasediff.progress import progress
 from phasediff.sampling import sample, time_grid
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def inference_precision(precision: str):
-    """The context that runs networks at ``precision``: bf16 autocast on the CPU, or plain fp32."""
-    if precision not in PRECISIONS:
-        raise PhasediffError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
 
 @torch.no_grad()
 def flops_per_image(model, shape: tuple[int, int, int], t: float = 0.5) -> float:
@@ -72,7 +63,7 @@ def run_schedule(name: str, local, global_, windows: Sequence[Window], n: int, s
                  steps: int = 32, method: str = "euler", seed: int = 0, batch_size: int = 500,
                  precision: str = "bf16", flops: dict[str, float] | None = None) -> tuple[np.ndarray, ScheduleResult]:
     """Sample n images with the hybrid schedule; (images clipped to [0, 1], its cost)."""
-    networks = inference_precision(precision)
+    networks = autocast(precision)
     hybrid = Hybrid(local, global_, windows)
     flops = flops or {"local": flops_per_image(local, shape), "global": flops_per_image(global_, shape)}
     start = time.perf_counter()
@@ -141,7 +132,7 @@ def compare_schedules(schedules: dict[str, Sequence[Window]], local, global_, ju
 def _warm_up(local, global_, shape, precision: str) -> None:
     """One small forward pass of each model, so that no schedule pays for first-call set-up."""
     x = torch.zeros((8, *shape))
-    with inference_precision(precision):
+    with autocast(precision):
         local(x, torch.full((8,), 0.5))
         global_(x, torch.full((8,), 0.5))
 

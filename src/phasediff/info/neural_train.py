@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from phasediff.errors import PhasediffError
 from phasediff.info.neural_density import expected_nll, hermite_rule
+from phasediff.precision import autocast, check_precision
 from phasediff.progress import progress
 
 ZERO_T_FRACTION = 1 / 16
@@ -111,8 +111,7 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
 
     With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr).
     """
-    if config.precision not in ("fp32", "bf16"):
-        raise PhasediffError(f"training precision must be fp32 or bf16, got {config.precision!r}")
+    check_precision(config.precision)
     g = torch.Generator().manual_seed(seed)
     val_t, val_z = _validation_set(x_val, seed + 1, fixed_t)
     batch = min(config.batch, len(x_train))
@@ -144,7 +143,7 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         x0 = x_train[order[cursor: cursor + batch]]
         cursor += batch
         t = _times(batch, g, fixed_t)
-        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with autocast(config.precision, x0.device.type):
             loss = image_nll(net, head, standardise, x0, t, torch.randn(x0.shape, generator=g), rule).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

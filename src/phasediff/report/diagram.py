@@ -18,7 +18,7 @@ from pathlib import Path
 from phasediff.denoisers.checkpoint import load, read_info
 from phasediff.diagnostics.gap import forward_gap, trajectory_gap
 from phasediff.diagnostics.recovery import DEFAULT_LEVEL, DEFAULT_T_FINAL, recovery_diagram
-from phasediff.diagnostics.schedules import inference_precision
+from phasediff.precision import autocast
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 from phasediff.errors import PhasediffError
 from phasediff.rundir import run_directory, save_json
@@ -58,7 +58,7 @@ def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: 
     from phasediff.data.registry import load_dataset
     from phasediff.report.phase_figures import gap_cmi_figure, gap_heatmap, recovery_figure
 
-    networks = inference_precision(precision)
+    networks = autocast(precision)
     models = _local_models(local)
     cmi_result = _cmi_result(cmi) if cmi is not None else None
     test = load_dataset(data, split="test", n=n_images, seed=seed).images

@@ -17,9 +17,10 @@ import torch
 
 from phasediff.denoisers.checkpoint import load, read_info
 from phasediff.diagnostics.hybrid import Hybrid, Window, parse_window
-from phasediff.diagnostics.schedules import ScheduleResult, compare_schedules, inference_precision, pareto_front
+from phasediff.diagnostics.schedules import ScheduleResult, compare_schedules, pareto_front
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE, auto_window
 from phasediff.errors import PhasediffError
+from phasediff.precision import autocast
 from phasediff.report.figures import image_grid, plt
 from phasediff.rundir import run_directory, save_json, save_yaml, write_atomic
 from phasediff.sampling import sample
@@ -61,7 +62,7 @@ def sample_to_file(checkpoint, out, n: int, steps: int = 32, method: str = "eule
                    precision: str = "fp32") -> dict:
     """Sample a saved denoiser (or the hybrid of it with the ``local`` checkpoint inside ``window``) into ``out``
     (.npz, images (N, C, H, W) clipped to [0, 1]) and a PNG grid beside it."""
-    networks = inference_precision(precision)
+    networks = autocast(precision)
     if (local is None) != (window is None):
         raise PhasediffError("--local and --window go together")
     shape = _shape(checkpoint)

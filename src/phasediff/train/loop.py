@@ -28,10 +28,10 @@ from torch import nn
 from phasediff.data.dataset import Dataset
 from phasediff.denoisers.checkpoint import save
 from phasediff.errors import PhasediffError
+from phasediff.precision import autocast, check_precision
 from phasediff.progress import progress
 from phasediff.rundir import save_yaml, write_atomic
 
-PRECISIONS = ("fp32", "bf16")
 VALIDATION_SEED = 12345
 
 
@@ -55,8 +55,7 @@ class TrainSettings:
             raise PhasediffError("steps, batch size, checkpoint and log intervals must be >= 1")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup < 0 or not 0 <= self.ema_decay < 1:
             raise PhasediffError("need lr > 0, weight_decay >= 0, warmup >= 0 and 0 <= ema_decay < 1")
-        if self.precision not in PRECISIONS:
-            raise PhasediffError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 class _LossModule(nn.Module):
@@ -185,8 +184,7 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
     if rank == 0:
         save_yaml(out / "config.yaml", {"settings": asdict(settings), "model": model_config, **(info or {})})
         _truncate_log(log_path, start)
-    autocast = torch.autocast(device_type=settings.device.split(":")[0], dtype=torch.bfloat16,
-                              enabled=settings.precision == "bf16")
+    networks = autocast(settings.precision, settings.device.split(":")[0])
     steps = range(start, settings.steps)
     bar = progress(steps, initial=start, total=settings.steps, desc="train", unit="step") if rank == 0 else steps
     began, loss_sum, loss_count, last = time.perf_counter(), 0.0, 0, {}
@@ -194,7 +192,7 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(settings, step)
         draw = _slice(_draw(objective, data, settings, step, settings.seed), rank, world, settings.device)
-        with autocast:
+        with networks:
             loss = module(draw)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
