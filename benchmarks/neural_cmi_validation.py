@@ -1,7 +1,7 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
-        [--specialise STEPS] [--precision fp32|bf16]
+        [--specialise STEPS [--chain]] [--precision fp32|bf16]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -122,12 +122,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
     parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
+    parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
     settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
+                             specialise_chain=args.chain,
                              precision=args.precision, net=NetConfig(**sizes))
     report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(),
                            "net": settings.net.to_dict()}}

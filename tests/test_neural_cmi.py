@@ -168,6 +168,11 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     again = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=300))
     assert all(run["cached"] for run in again.details["specialised"])
     np.testing.assert_array_equal(again.cmi, special.cmi)
+    chained = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3),
+                          neural=settings_with(**base, specialise=300, specialise_chain=True))
+    runs = chained.details["specialised"]
+    assert [run["after"] for run in runs] == [[0.5], []] and not runs[0]["cached"] and runs[1]["cached"]
+    assert np.all(np.abs(chained.cmi - exact) < np.maximum(0.02, 4 * chained.stderr)), (chained.cmi, exact)
 
 
 def test_cli_rejects_a_negative_specialisation(cli, tmp_path):
@@ -175,6 +180,8 @@ def test_cli_rejects_a_negative_specialisation(cli, tmp_path):
     np.savez(path, images=np.random.default_rng(0).standard_normal((300, 1, 1, 7)))
     status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise", "-1", "--quiet")
     assert status == 2 and "--specialise must be >= 0" in err
+    status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise-chain", "--quiet")
+    assert status == 2 and "--specialise-chain needs --specialise" in err
 
 
 def test_unknown_training_precision_is_refused():

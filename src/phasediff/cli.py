@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmi.add_argument("--budget", type=float, default=None, help="neural: stop training after this many seconds")
     cmi.add_argument("--specialise", type=int, default=None, help="neural: after the amortised training, train a "
                      "copy of the network at each t alone for this many steps (dearer, closer to exact; default 0)")
+    cmi.add_argument("--specialise-chain", action="store_true", help="neural: specialise from the largest t down, "
+                     "each copy starting from the previous one (the low t inherit every specialisation above)")
     cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
                      help="neural: bf16 autocast or fp32 for the training passes (default fp32; evaluation is fp32)")
     cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
@@ -316,9 +318,12 @@ def _neural_settings(args):
             raise PhasediffError(f"--{name} must be > 0, got {value}")
     if args.specialise is not None and args.specialise < 0:
         raise PhasediffError(f"--specialise must be >= 0, got {args.specialise}")
+    if args.specialise_chain and not args.specialise:
+        raise PhasediffError("--specialise-chain needs --specialise STEPS > 0")
     cache = cache_dir() / "neural" if args.cache is None else None if args.cache == "none" else Path(args.cache)
     return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache,
-                         specialise=args.specialise, precision=args.train_precision, device=resolve_device(args.device))
+                         specialise=args.specialise, specialise_chain=args.specialise_chain or None,
+                         precision=args.train_precision, device=resolve_device(args.device))
 
 
 def cmd_cmi(args) -> None:

@@ -16,7 +16,8 @@ the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR); its repo
 
 With ``specialise`` steps (TrainConfig), both cross-entropies at each t come instead from a copy of the
 network trained further at that t alone: dearer (steps per t), and closer to the exact values where the
-amortised network is still short of them (benchmarks/neural_cmi_validation.py, docs/cmi-study.md).
+amortised network is still short of them (benchmarks/neural_cmi_validation.py, docs/cmi-study.md). With
+``specialise_chain`` each copy starts from the one at the next larger t instead of the amortised network.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ MAX_LEVELS = 256
 EVAL_NODES = 24
 RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 CACHE_VERSION = 1
-UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr")  # not in the amortised network's cache key
+UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr", "specialise_chain")  # not in the amortised network's cache key
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,15 @@ def _cache_key(images: np.ndarray, geometry: Geometry, head, settings: NeuralSet
     return digest.hexdigest()[:24]
 
 
+def _files(path: Path) -> tuple[Path, Path]:
+    """The weights and sidecar of a cached network (names may hold dots: "t0.2-...-lr0.001")."""
+    return path.parent / f"{path.name}.safetensors", path.parent / f"{path.name}.json"
+
+
 def _load_cached(path: Path, net: RingNet) -> dict | None:
     from safetensors.torch import load_file
 
-    weights, sidecar = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    weights, sidecar = _files(path)
     if not (weights.exists() and sidecar.exists()):
         return None
     net.load_state_dict(load_file(weights))
@@ -117,8 +123,9 @@ def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    write_atomic(path.with_suffix(".safetensors"), lambda tmp: save_file(state, str(tmp)))
-    write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+    weights, sidecar = _files(path)
+    write_atomic(weights, lambda tmp: save_file(state, str(tmp)))
+    write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
 def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, seed: int = 0):
@@ -145,15 +152,20 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
     return net, head, standardise, (x[train_idx], x[val_idx], x[test_idx]), meta
 
 
-def specialised_network(net, head, standardise, splits, t: float, settings: NeuralSettings, key: str, seed: int):
-    """(copy of ``net`` trained further at t alone, its training history); cached beside the amortised one."""
-    special = copy.deepcopy(net).cpu()
-    tag = f"t{float(t):.6g}-s{settings.train.specialise}-lr{settings.train.specialise_lr:g}"
+def specialised_network(start, head, standardise, splits, t: float, settings: NeuralSettings, key: str,
+                        seed: int, chain: tuple[float, ...] = ()):
+    """(copy of ``start`` trained further at t alone, its training history); cached beside the amortised
+    network. ``chain``: the t of the specialisations ``start`` already went through (part of the cache tag)."""
+    special = copy.deepcopy(start).cpu()
+    config = settings.train
+    tag = f"t{float(t):.6g}-s{config.specialise}-lr{config.specialise_lr:g}"
+    if chain:
+        tag += "-after" + hashlib.sha256(json.dumps([float(c) for c in chain]).encode()).hexdigest()[:8]
     path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}-{tag}"
     meta = None if path is None else _load_cached(path, special)
     if meta is None:
-        history = train(special, head, standardise, splits[0], splits[1], settings.train, seed=seed + 5, fixed_t=t)
-        meta = {"t": float(t), "history": history, "cached": False}
+        history = train(special, head, standardise, splits[0], splits[1], config, seed=seed + 5, fixed_t=t)
+        meta = {"t": float(t), "after": list(chain), "history": history, "cached": False}
         if path is not None:
             _save_cached(path, special, {**meta, "cached": True})
     return special.to(settings.device).eval(), meta
@@ -162,18 +174,25 @@ def specialised_network(net, head, standardise, splits, t: float, settings: Neur
 def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings, key: str,
                     seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Validation (T, D + 1) and per-image test (n, T, D + 1) cross-entropies, from the amortised network or,
-    with settings.train.specialise, from its specialisation at each t (the same noise draws at every t)."""
+    with settings.train.specialise, from its specialisation at each t (the same noise draws at every t;
+    with specialise_chain, from the largest t down, each copy starting from the previous one)."""
     x_val, x_test = splits[1], splits[2]
     if not settings.train.specialise:
         return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
                 test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1), [])
-    val, test, histories = [], [], []
-    for t in ts:
-        special, meta = specialised_network(net, head, standardise, splits, float(t), settings, key, seed)
-        val.append(test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0))
-        test.append(test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1))
-        histories.append({"t": float(t), "cached": meta["cached"], **{k: meta["history"][k] for k in
-                                                                     ("steps", "best_step", "best_val", "seconds")}})
+    val, test, histories = [None] * len(ts), [None] * len(ts), [None] * len(ts)
+    chained = settings.train.specialise_chain
+    order = sorted(range(len(ts)), key=lambda k: -float(ts[k])) if chained else range(len(ts))
+    start, chain = net, ()
+    for k in order:
+        t = float(ts[k])
+        special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
+        if chained:
+            start, chain = special, chain + (t,)
+        val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
+        test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1)
+        histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
+                        **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
     return np.concatenate(val), np.concatenate(test, 1), histories
 
 
@@ -261,9 +280,9 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
 
 
 def settings_with(**changes) -> NeuralSettings:
-    """NeuralSettings with some fields (including the training's ``epochs``, ``budget``, ``precision`` and
-    ``specialise``) replaced."""
-    train_keys = {k: changes.pop(k) for k in ("epochs", "budget", "precision", "specialise")
+    """NeuralSettings with some fields (including the training's ``epochs``, ``budget``, ``precision``,
+    ``specialise`` and ``specialise_chain``) replaced."""
+    train_keys = {k: changes.pop(k) for k in ("epochs", "budget", "precision", "specialise", "specialise_chain")
                   if k in changes and changes[k] is not None}
     settings = replace(NeuralSettings(), **{k: v for k, v in changes.items() if v is not None})
     return replace(settings, train=replace(settings.train, **train_keys)) if train_keys else settings

@@ -11,6 +11,8 @@ are kept; training stops after ``patience`` checks without gain.
 Specialisation (``specialise``): a copy of the trained network is trained further at one t alone
 (``specialise`` steps at ``specialise_lr``, validation at that t), which sharpens what the amortised network
 learns slowly at each t: the posterior given a wide context, whose cross-entropy excess grows with r.
+With ``specialise_chain`` the measured t are taken from the largest down, each copy starting from the
+previous one, so the low t, where the context matters most, inherit every specialisation above them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast for the training passes (validation and test stay in fp32)
     specialise: int = 0  # steps of further training at each measured t alone (0: the amortised network only)
     specialise_lr: float = 1e-3
+    specialise_chain: bool = False  # start each t's specialisation from the one at the next larger t
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
