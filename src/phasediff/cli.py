@@ -5,7 +5,7 @@
     phasediff data export SPEC --out F  images (and labels) as .npz, e.g. samples of a synthetic model
     phasediff cmi SPEC ...              I_t(A:C|B_r) on a (t, r) grid, with figures
     phasediff study --out DIR           the default study: CMI heatmaps on MNIST and the exact models
-    phasediff train SPEC --model ...    train a local, global or classifier network (resumable, torchrun)
+    phasediff train SPEC --model ...    train a local, wiener-local, global or classifier network (resumable, torchrun)
     phasediff sample --model CKPT ...   draw samples with a trained denoiser (or a local/global hybrid)
     phasediff convert SRC DST           copy a checkpoint with its weights stored as bfloat16 (half the size)
     phasediff judge SAMPLES.npz ...     sample quality by the project's classifier (Frechet distance, ...)
@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], help="train a network: a strictly local denoiser of "
                                 "radius R, a global U-Net, or the classifier that judges samples")
     train.add_argument("spec", help=SPEC_HELP)
-    train.add_argument("--model", required=True, choices=("local", "global", "classifier"))
+    train.add_argument("--model", required=True, choices=("local", "wiener-local", "global", "classifier"),
+                       help="wiener-local: the Wiener denoiser of the training moments plus a local network")
     train.add_argument("--radius", type=int, default=None, help="receptive-field radius of a local model")
     train.add_argument("--conditional", action="store_true", help="class-conditional global model (label dropout "
                        "for classifier-free guidance)")

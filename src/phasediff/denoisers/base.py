@@ -38,6 +38,7 @@ class Denoiser(Protocol):
 # The project's architectures: config()["arch"] -> "module:class", imported when first built.
 ARCHITECTURES = {
     "local": "phasediff.denoisers.local:LocalDenoiser",
+    "wiener-local": "phasediff.denoisers.wiener_local:WienerLocalDenoiser",
     "unet": "phasediff.denoisers.unet:UNet",
     "classifier": "phasediff.classifier:Classifier",
 }

@@ -12,12 +12,13 @@ from phasediff.errors import PhasediffError
 from phasediff.train.loop import TrainSettings, train
 from phasediff.train.objectives import ClassificationObjective, DenoisingObjective
 
-DEFAULT_LR = {"local": 1e-3, "global": 5e-4, "classifier": 1e-3}
+DEFAULT_LR = {"local": 1e-3, "wiener-local": 1e-3, "global": 5e-4, "classifier": 1e-3}
 
 
 def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | None, radius: int | None = None,
                   width: int | None = None, conditional: bool = False, position_channels: bool = False):
-    """A fresh network of the requested kind for images of ``shape`` (C, H, W)."""
+    """A fresh network of the requested kind for images of ``shape`` (C, H, W) (a "wiener-local" one still
+    needs ``fit_linear`` on the training images)."""
     channels, height, width_px = shape
     if kind == "local":
         from phasediff.denoisers.local import LocalDenoiser
@@ -26,6 +27,13 @@ def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | Non
             raise PhasediffError("a local model needs --radius")
         return LocalDenoiser(radius, channels=channels, width=width or 64, position_channels=position_channels,
                              image_size=(height, width_px) if position_channels else None)
+    if kind == "wiener-local":
+        from phasediff.denoisers.wiener_local import WienerLocalDenoiser
+
+        if radius is None:
+            raise PhasediffError("a wiener-local model needs --radius")
+        return WienerLocalDenoiser(radius, (height, width_px), channels=channels, width=width or 64,
+                                   position_channels=position_channels)
     if radius is not None:
         raise PhasediffError(f"--radius applies to local models only, not {kind}")
     if kind == "global":
@@ -60,8 +68,10 @@ def _initialise(net, checkpoint, resume: bool) -> dict:
 
 def train_from_args(args, device: str) -> dict:
     """Run ``phasediff train`` (see the command's help for the options)."""
-    if args.model != "local" and (args.crop is not None or args.position_channels):
-        raise PhasediffError("--crop and --position-channels apply to local models only")
+    if args.model not in ("local", "wiener-local") and args.position_channels:
+        raise PhasediffError("--position-channels applies to local models only")
+    if args.model != "local" and args.crop is not None:
+        raise PhasediffError("--crop applies to local models only (a wiener-local model takes whole images)")
     if args.conditional and args.model != "global":
         raise PhasediffError("--conditional applies to the global model only")
     data = load_dataset(args.spec, split="train", seed=args.seed)
@@ -72,6 +82,8 @@ def train_from_args(args, device: str) -> dict:
                         args.position_channels)
     info = {"data": args.spec, "image_shape": list(data.shape), "model_kind": args.model,
             "command": "phasediff " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("phasediff") else None}
+    if args.model == "wiener-local":
+        net.fit_linear(data.images)
     if args.init is not None:
         info["init"] = _initialise(net, args.init, args.resume)
     if args.model == "classifier":
