@@ -5,7 +5,8 @@
 
 decided per sample, so every sampler runs it unchanged. The paper's schedule "local-global-local" with
 window [0.2, 0.5] is ``Hybrid(local, global, [(0.2, 0.5)])``; all-global is ``[(0, 1)]``, all-local ``[]``.
-The hybrid counts how many images each model has denoised (network function evaluations).
+The hybrid counts how many images each model has denoised (network function evaluations). The cheap
+model may also be a `WienerLocalDenoiser` (global only through its linear part).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from torch import Tensor, nn
 from phasediff.errors import PhasediffError
 
 Window = tuple[float, float]
+
+
+def local_radius(model) -> int | None:
+    """The radius of a hybrid's cheap model: its own for a strictly local denoiser, its local correction's
+    for a Wiener + local one; None for anything else (a global model)."""
+    from phasediff.denoisers.wiener_local import WienerLocalDenoiser
+
+    return model.local.radius if isinstance(model, WienerLocalDenoiser) else getattr(model, "radius", None)
 
 
 def check_windows(windows: Sequence[Sequence[float]]) -> list[Window]:

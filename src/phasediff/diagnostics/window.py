@@ -9,7 +9,7 @@ x_0 differs from the global one by less than the tolerance per pixel on average.
 from __future__ import annotations
 
 from phasediff.diagnostics.gap import LocalityGap, trajectory_gap
-from phasediff.diagnostics.hybrid import Window
+from phasediff.diagnostics.hybrid import Window, local_radius
 from phasediff.errors import PhasediffError
 
 DEFAULT_TOLERANCE = 0.002  # per-pixel squared difference of the two x_0 estimates
@@ -18,9 +18,9 @@ DEFAULT_TOLERANCE = 0.002  # per-pixel squared difference of the two x_0 estimat
 def auto_window(local, global_, shape: tuple[int, int, int], steps: int = 32, tolerance: float = DEFAULT_TOLERANCE,
                 n: int = 256, seed: int = 0) -> tuple[list[Window], LocalityGap]:
     """([window] or [] when the gap never exceeds the tolerance, the measured gap) for a local model."""
-    radius = getattr(local, "radius", None)
+    radius = local_radius(local)
     if radius is None:
-        raise PhasediffError("the automatic window needs a local model (one with an integer radius)")
+        raise PhasediffError("the automatic window needs a local (or Wiener + local) model")
     gap = trajectory_gap({radius: local}, global_, n, shape, steps=steps, seed=seed)
     window = gap.window(radius, tolerance)
     return ([] if window is None else [window]), gap

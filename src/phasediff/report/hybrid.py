@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from phasediff.denoisers.checkpoint import load, read_info
-from phasediff.diagnostics.hybrid import Hybrid, Window, parse_window
+from phasediff.diagnostics.hybrid import Hybrid, Window, local_radius, parse_window
 from phasediff.diagnostics.schedules import ScheduleResult, compare_schedules, pareto_front
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE, auto_window
 from phasediff.errors import PhasediffError
@@ -39,8 +39,8 @@ def _shape(checkpoint) -> tuple[int, int, int]:
 def _pair(global_checkpoint, local_checkpoint):
     """(global model, local model, image shape), checking that both were trained on images of one shape."""
     global_, local = load(global_checkpoint), load(local_checkpoint)
-    if getattr(local, "radius", None) is None:
-        raise PhasediffError(f"{local_checkpoint} is not a local model (it has no radius)")
+    if local_radius(local) is None:
+        raise PhasediffError(f"{local_checkpoint} is not a local (or Wiener + local) model")
     if getattr(global_, "radius", 0) is not None:
         raise PhasediffError(f"{global_checkpoint} is not a global model (it has radius {global_.radius})")
     shape = _shape(global_checkpoint)
