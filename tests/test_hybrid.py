@@ -134,7 +134,7 @@ def test_compare_schedules_end_to_end(models):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, models):
-    """Tiny untrained global, local and judge checkpoints for 8 x 8 digits."""
+    """Tiny untrained global, local, wiener-local and judge checkpoints for 8 x 8 digits."""
     from phasediff.denoisers.checkpoint import save
 
     folder = tmp_path_factory.mktemp("ckpt")
@@ -142,6 +142,12 @@ def checkpoints(tmp_path_factory, models):
     extra = {"data": "digits", "image_shape": [1, 8, 8]}
     save(folder / "global", global_, extra, weights="ema")
     save(folder / "local", local, extra, weights="ema")
+    from phasediff.data.registry import load_dataset
+    from phasediff.denoisers.wiener_local import WienerLocalDenoiser
+
+    torch.manual_seed(0)
+    cheap = WienerLocalDenoiser(1, 8, width=4).fit_linear(load_dataset("digits", split="train").images)
+    save(folder / "wiener-local", cheap, extra, weights="ema")
     torch.manual_seed(0)
     save(folder / "judge", Classifier(channels=1, num_classes=10, width=8), extra, weights="ema")
     return folder
@@ -156,6 +162,9 @@ def test_sample_command_with_a_hybrid(cli_json, checkpoints, tmp_path):
     auto = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
                     "auto", "--tolerance", "0", "--n", "3", "--steps", "4", "--out", tmp_path / "a.npz")
     assert auto["windows"] == [[0.25, 1.0]]  # tolerance 0: the global model runs wherever the two differ
+    cheap = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "wiener-local",
+                     "--window", "auto", "--n", "3", "--steps", "4", "--out", tmp_path / "w.npz")
+    assert sum(cheap["evaluations"].values()) == 12 and np.load(tmp_path / "w.npz")["images"].shape == (3, 1, 8, 8)
 
 
 @pytest.mark.parametrize("extra", [["--window", "0.5:0.2"], ["--window", "auto"], ["--local", "LOCAL"],
@@ -194,7 +203,8 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
     assert sweep["fastest_meeting_bar"] in [s["name"] for s in sweep["schedules"]]
     assert sweep["fewest_flops_meeting_bar"] in [s["name"] for s in sweep["schedules"]] and sweep["pareto_by_flops"]
-    assert (tmp_path / "sweep" / "pareto.png").exists()
+    assert (tmp_path / "sweep" / "pareto.png").exists() and (tmp_path / "sweep" / "gap.png").exists()
+    assert len(sweep["gap"]["times"]) == len(sweep["gap"]["gap"]) > 0
 
 
 def test_convert_command_halves_the_weights_and_keeps_the_sidecar(cli_json, cli, checkpoints, tmp_path):

@@ -255,7 +255,8 @@ def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[
                  tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 500, precision: str = "bf16",
                  force: bool = False) -> dict:
     """Every single-window schedule [lo, hi] of the grid, plus all-global, all-local and the automatic window:
-    Pareto front as table.md (all points) and pareto.png."""
+    Pareto front as table.md (all points) and pareto.png; the locality gap behind the automatic window in
+    results.json and gap.png."""
     from phasediff.diagnostics.schedules import sweep_windows
 
     global_, local, shape = _pair(global_checkpoint, local_checkpoint)
@@ -271,7 +272,7 @@ def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[
         front = pareto_front(results)
         summary = {**_against_the_bar(results), "global": str(global_checkpoint), "local": str(local_checkpoint),
                    "data": data, "n": n, "steps": steps, "seed": seed, "precision": precision, "tolerance": tolerance,
-                   "auto_window": windows, "pareto": [r.name for r in front],
+                   "auto_window": windows, "gap": gap.to_dict(), "pareto": [r.name for r in front],
                    "pareto_by_flops": [r.name for r in pareto_front(results, "flops")],
                    "schedules": [r.to_dict() for r in results]}
         save_json(work / "results.json", summary)
@@ -279,4 +280,5 @@ def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[
                                        + ", ".join(summary["pareto"]) + "\nPareto front (FLOPs): "
                                        + ", ".join(summary["pareto_by_flops"]) + "\n")
         pareto_figure(results, work / "pareto.png", highlight=("all-global", "all-local", "auto"))
+        _gap_figure(gap, work / "gap.png", tolerance, windows)
     return summary
