@@ -348,6 +348,18 @@ def _gain(values: Tensor, t: Tensor) -> Tensor:
     return a * values / (a**2 * values + t**2)
 
 
+def velocity_gain(values: Tensor, t: Tensor) -> Tensor:
+    """(1 - gain) / t = (t - (1 - t) l) / ((1 - t)^2 l + t^2): the Wiener velocity's spectral gain, finite at
+    t = 0 and for l = 0 (the denominator floored at 1e-12)."""
+    a = 1 - t
+    return (t - a * values) / (a**2 * values + t**2).clamp_min(1e-12)
+
+
+def spectral_filter(x: Tensor, mean: Tensor, vectors: Tensor, gain: Tensor, t: Tensor) -> Tensor:
+    """V diag(gain) V^T (x - (1 - t) mu) for flat x (B, D), t (B, 1): the product both Wiener forms share."""
+    return ((x - (1 - t) * mean) @ vectors * gain) @ vectors.T
+
+
 class WienerDenoiser(nn.Module):
     """Exact posterior mean for Gaussian data x_0 ~ N(mu, S) (the best linear denoiser for any data):
 
@@ -381,8 +393,7 @@ class WienerDenoiser(nn.Module):
         if x.shape[1] != len(self.mean):
             raise PhasediffError(f"x_t holds {x.shape[1]} values per image, the Wiener model {len(self.mean)}")
         t = _times(t, len(x), self.mean)[:, None]
-        coords = (x - (1 - t) * self.mean) @ self.eigenvectors
-        out = self.mean + (coords * _gain(self.eigenvalues, t)) @ self.eigenvectors.T
+        out = self.mean + spectral_filter(x, self.mean, self.eigenvectors, _gain(self.eigenvalues, t), t)
         return out.reshape(x_t.shape).to(device=x_t.device, dtype=x_t.dtype)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from phasediff.denoisers.analytic import _eigh, _moments
+from phasediff.denoisers.analytic import _eigh, _moments, spectral_filter, velocity_gain
 from phasediff.denoisers.base import NetworkDenoiser, image_shape
 from phasediff.denoisers.local import LocalDenoiser
 from phasediff.errors import PhasediffError
@@ -69,10 +69,8 @@ class WienerLocalDenoiser(NetworkDenoiser):
         """v_W(x_t, t) in float32 (autocast off), shape of x_t."""
         with torch.autocast(x_t.device.type, enabled=False):
             x, t = x_t.float().flatten(1), t.float()[:, None]
-            a = 1 - t
-            gain = (t - a * self.eigenvalues) / (a**2 * self.eigenvalues + t**2).clamp_min(1e-12)
-            coords = (x - a * self.mean) @ self.eigenvectors
-            return ((coords * gain) @ self.eigenvectors.T - self.mean).reshape(x_t.shape)
+            gain = velocity_gain(self.eigenvalues, t)
+            return (spectral_filter(x, self.mean, self.eigenvectors, gain, t) - self.mean).reshape(x_t.shape)
 
     def predict(self, x_t: Tensor, t: Tensor, label: Tensor | None) -> Tensor:
         if tuple(x_t.shape[-2:]) != self.image_size:
