@@ -2,6 +2,7 @@
 statistics, and end-to-end estimates on small Gaussian cases whose CMI is known exactly."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from phasediff.info.gaussian import gaussian_cmi_grid
 from phasediff.info.neural import best_nested, choose_head, paired_statistics, reported_interval, settings_with
 from phasediff.info.neural_density import CategoricalHead, MixtureHead, expected_nll, hermite_rule
 from phasediff.info.neural_net import Geometry, NetConfig, RingNet
+from phasediff.info.neural_train import TrainConfig
 from phasediff.regions import tripartition
 
 
@@ -173,6 +175,20 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     runs = chained.details["specialised"]
     assert [run["after"] for run in runs] == [[0.5], []] and not runs[0]["cached"] and runs[1]["cached"]
     assert np.all(np.abs(chained.cmi - exact) < np.maximum(0.02, 4 * chained.stderr)), (chained.cmi, exact)
+
+
+def test_a_specialisation_runs_all_its_steps(tmp_path):
+    """Early stopping ends the amortised training only: a specialisation starts from a network already good
+    at its t, so it runs every step (keeping the best weights) even when the first checks bring no gain."""
+    rng = np.random.default_rng(3)
+    images = (rng.standard_normal((1500, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
+    data = Dataset(images.astype(np.float32), None, "line")
+    impatient = replace(TrainConfig(), epochs=1, eval_every=10, patience=1, specialise=150)
+    result = measure_cmi(data, [0.3, 0.6], [1], estimator="neural", site=(0, 3),
+                         neural=settings_with(train=impatient, test=500, val=300, net=NetConfig(width=32),
+                                              components=2, cache=tmp_path))
+    assert [run["steps"] for run in result.details["specialised"]] == [150, 150]
+    assert all(run["best_step"] <= 150 for run in result.details["specialised"])
 
 
 def test_cli_rejects_a_negative_specialisation(cli, tmp_path):

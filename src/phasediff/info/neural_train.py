@@ -11,6 +11,8 @@ are kept; training stops after ``patience`` checks without gain.
 Specialisation (``specialise``): a copy of the trained network is trained further at one t alone
 (``specialise`` steps at ``specialise_lr``, validation at that t), which sharpens what the amortised network
 learns slowly at each t: the posterior given a wide context, whose cross-entropy excess grows with r.
+A specialisation runs all its steps (no early stopping): it starts from a network that is already good at
+that t, so its fresh optimiser first loses ground that it only wins back once the learning rate decays.
 With ``specialise_chain`` the measured t are taken from the largest down, each copy starting from the
 previous one, so the low t, where the context matters most, inherit every specialisation above them.
 """
@@ -165,7 +167,7 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
             if val < best[0]:
                 best = (val, step)
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
-            elif (step - best[1]) >= config.patience * config.eval_every:
+            elif fixed_t is None and (step - best[1]) >= config.patience * config.eval_every:
                 stop = "early stopping"
                 break
             if out_of_time:
