@@ -36,7 +36,7 @@ from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
 from phasediff.info.neural_density import CategoricalHead, MixtureHead, hermite_rule
 from phasediff.info.neural_net import Geometry, NetConfig, RingNet
-from phasediff.info.neural_train import Standardiser, TrainConfig, image_nll, train
+from phasediff.info.neural_train import Standardiser, TrainConfig, image_nll, train, validation_loss_at
 from phasediff.progress import progress
 from phasediff.rundir import write_atomic
 
@@ -175,7 +175,8 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
                     seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Validation (T, D + 1) and per-image test (n, T, D + 1) cross-entropies, from the amortised network or,
     with settings.train.specialise, from its specialisation at each t (the same noise draws at every t;
-    with specialise_chain, from the largest t down, each copy starting from the previous one)."""
+    with specialise_chain, from the largest t down, each copy starting from the previous one or, where that
+    validates worse at its t, from the amortised network)."""
     x_val, x_test = splits[1], splits[2]
     if not settings.train.specialise:
         return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
@@ -186,12 +187,19 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     start, chain = net, ()
     for k in order:
         t = float(ts[k])
+        starts = {}
+        if chain:
+            starts = {name: validation_loss_at(candidate, head, standardise, x_val, t, seed + 5)
+                      for name, candidate in (("chain", start), ("amortised", net))}
+            if starts["amortised"] < starts["chain"]:
+                start, chain = net, ()
         special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
         if chained:
             start, chain = special, chain + (t,)
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
         test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1)
         histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
+                        "start_val": starts,
                         **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
     return np.concatenate(val), np.concatenate(test, 1), histories
 

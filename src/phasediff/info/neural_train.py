@@ -14,7 +14,9 @@ learns slowly at each t: the posterior given a wide context, whose cross-entropy
 A specialisation runs all its steps (no early stopping): it starts from a network that is already good at
 that t, so its fresh optimiser first loses ground that it only wins back once the learning rate decays.
 With ``specialise_chain`` the measured t are taken from the largest down, each copy starting from the
-previous one, so the low t, where the context matters most, inherit every specialisation above them.
+previous one, so the low t, where the context matters most, inherit every specialisation above them; a link
+starts from the amortised network instead when that has the lower validation cross-entropy at its t (the
+previous copy may have unlearned a context that matters again at lower t).
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ def validation_loss(net, head, standardise, x0, t, z, batch: int = 512) -> float
                                     rule).sum(-1).mean(-1).sum()) for i in range(0, len(x0), batch))
     net.train()
     return total / len(x0)
+
+
+def validation_loss_at(net, head, standardise, x_val: torch.Tensor, t: float, seed: int) -> float:
+    """The validation cross-entropy at t alone that ``train(..., seed=seed, fixed_t=t)`` compares against."""
+    val_t, val_z = _validation_set(x_val, seed + 1, t)
+    loss = validation_loss(net, head, standardise, x_val, val_t, val_z)
+    net.eval()
+    return loss
 
 
 def _times(n: int, g: torch.Generator, fixed_t: float | None = None) -> torch.Tensor:
