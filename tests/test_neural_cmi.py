@@ -11,6 +11,7 @@ from scipy import integrate
 
 from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
+from phasediff.info import neural as neural_estimator
 from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.gaussian import gaussian_cmi_grid
 from phasediff.info.neural import best_nested, choose_head, paired_statistics, reported_interval, settings_with
@@ -173,12 +174,30 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     chained = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3),
                           neural=settings_with(**base, specialise=300, specialise_chain=True))
     runs = chained.details["specialised"]
-    assert runs[1]["after"] == [] and runs[1]["cached"] and runs[1]["start_val"] == {}
-    starts = runs[0]["start_val"]
-    from_amortised = starts["amortised"] < starts["chain"]
-    assert runs[0]["after"] == ([] if from_amortised else [0.5]) and runs[0]["cached"] == from_amortised
-    assert runs[0]["best_val"] <= min(starts.values()) + 1e-6
+    assert runs[1]["after"] == [] and runs[1]["cached"] and runs[1]["restart"] == {}
+    restart = runs[0]["restart"]
+    assert restart["restarted"] == (restart["chain_val"] >= restart["amortised_val"])
+    assert runs[0]["after"] == ([] if restart["restarted"] else [0.5])
+    assert runs[0]["best_val"] <= restart["amortised_val"] + 1e-6
     assert np.all(np.abs(chained.cmi - exact) < np.maximum(0.02, 4 * chained.stderr)), (chained.cmi, exact)
+
+
+def test_a_chain_link_no_better_than_the_amortised_network_is_retrained_from_it(tmp_path, monkeypatch):
+    """The chain's copy at t is kept only if it validates below the amortised network at t; otherwise the
+    copy trained from the amortised network replaces it, and the estimate is the unchained one."""
+    rng = np.random.default_rng(4)
+    images = (rng.standard_normal((2000, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
+    data = Dataset(images.astype(np.float32), None, "line")
+    base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60)
+    plain = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3), neural=settings_with(**base))
+    for amortised_val, restarted in ((-np.inf, True), (np.inf, False)):
+        monkeypatch.setattr(neural_estimator, "validation_loss_at", lambda *args, v=amortised_val: v)
+        chained = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3),
+                              neural=settings_with(**base, specialise_chain=True))
+        link = chained.details["specialised"][0]
+        assert link["restart"]["restarted"] == restarted and link["after"] == ([] if restarted else [0.5])
+        if restarted:
+            np.testing.assert_array_equal(chained.cmi, plain.cmi)
 
 
 def test_a_specialisation_runs_all_its_steps(tmp_path):

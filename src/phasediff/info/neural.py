@@ -17,7 +17,9 @@ the resolution when it is smaller than max(2 stderr, RESOLUTION_FLOOR); its repo
 With ``specialise`` steps (TrainConfig), both cross-entropies at each t come instead from a copy of the
 network trained further at that t alone: dearer (steps per t), and closer to the exact values where the
 amortised network is still short of them (benchmarks/neural_cmi_validation.py, docs/cmi-study.md). With
-``specialise_chain`` each copy starts from the one at the next larger t instead of the amortised network.
+``specialise_chain`` each copy starts from the one at the next larger t instead of the amortised network,
+unless it then validates no better at its t than the amortised network itself: the chain has learnt to
+ignore context that matters at lower t, and that copy is retrained from the amortised network.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
                     seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Validation (T, D + 1) and per-image test (n, T, D + 1) cross-entropies, from the amortised network or,
     with settings.train.specialise, from its specialisation at each t (the same noise draws at every t;
-    with specialise_chain, from the largest t down, each copy starting from the previous one or, where that
-    validates worse at its t, from the amortised network)."""
+    with specialise_chain, from the largest t down, each copy starting from the previous one; a copy that
+    ends no better than the amortised network at its t, on the validation images, is trained again from the
+    amortised network, and the chain goes on from that one)."""
     x_val, x_test = splits[1], splits[2]
     if not settings.train.specialise:
         return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
@@ -187,19 +190,20 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     start, chain = net, ()
     for k in order:
         t = float(ts[k])
-        starts = {}
-        if chain:
-            starts = {name: validation_loss_at(candidate, head, standardise, x_val, t, seed + 5)
-                      for name, candidate in (("chain", start), ("amortised", net))}
-            if starts["amortised"] < starts["chain"]:
-                start, chain = net, ()
         special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
+        restart = {}
+        if chain:
+            amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5)
+            restart = {"amortised_val": amortised_val, "chain_val": meta["history"]["best_val"],
+                       "restarted": meta["history"]["best_val"] >= amortised_val}
+            if restart["restarted"]:
+                special, meta = specialised_network(net, head, standardise, splits, t, settings, key, seed)
+                chain = ()
         if chained:
             start, chain = special, chain + (t,)
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
         test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1)
-        histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
-                        "start_val": starts,
+        histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])), "restart": restart,
                         **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
     return np.concatenate(val), np.concatenate(test, 1), histories
 
