@@ -2,6 +2,10 @@
 A = the centre pixel of the 27 x 27 crop, from one amortised network trained from scratch (no cache).
 
     python benchmarks/neural_cmi_mnist.py [--spec mnist:crop=27] [--epochs 4] [--budget S] [--threads N]
+        [--t 0.1,0.2] [--specialise STEPS [--chain]] [--precision fp32|bf16]
+
+With --specialise the validated mode is timed: a copy of the network trained further at each t (chained
+from the largest t down with --chain; benchmarks/neural_cmi_validation.py measures its accuracy).
 
 Prints JSON: wall seconds (training and evaluation), the median half-width of the 95% intervals, the
 table with its standard errors and intervals, and the training history summary.
@@ -19,6 +23,7 @@ import torch
 from phasediff.data.registry import load_dataset
 from phasediff.info.cmi import measure_cmi
 from phasediff.info.neural import settings_with
+from phasediff.precision import PRECISIONS
 
 TIMES = [round(0.1 * k, 1) for k in range(11)]
 RADII = list(range(1, 13))
@@ -31,12 +36,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="training seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--t", default=",".join(map(str, TIMES)), help="comma-separated times")
+    parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
+    parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    times = [float(t) for t in args.t.split(",")]
     data = load_dataset(args.spec)
-    settings = settings_with(epochs=args.epochs, budget=args.budget)
+    settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
+                             specialise_chain=args.chain, precision=args.precision)
     start = time.perf_counter()
-    result = measure_cmi(data, TIMES, RADII, estimator="neural", neural=settings, seed=args.seed)
+    result = measure_cmi(data, times, RADII, estimator="neural", neural=settings, seed=args.seed)
     wall = time.perf_counter() - start
     low, high = (np.asarray(result.details[k]) for k in ("interval_low", "interval_high"))
     half = 0.5 * (high - low)
@@ -45,8 +56,10 @@ def main() -> None:
         "spec": args.spec, "images": len(data), "threads": args.threads, "wall_seconds": wall,
         "training_seconds": result.details["training"]["seconds"], "training": result.details["training"],
         "median_interval_half_width": float(np.median(half)), "max_interval_half_width": float(half.max()),
-        "peak": {"t": TIMES[peak[0]], "r": RADII[peak[1]], "cmi": float(result.cmi[peak])},
-        "t": TIMES, "r": RADII, "cmi": np.round(result.cmi, 5).tolist(), "stderr": np.round(result.stderr, 5).tolist(),
+        "peak": {"t": times[peak[0]], "r": RADII[peak[1]], "cmi": float(result.cmi[peak])},
+        "specialise": args.specialise, "chain": args.chain, "precision": args.precision,
+        "specialised": result.details["specialised"],
+        "t": times, "r": RADII, "cmi": np.round(result.cmi, 5).tolist(), "stderr": np.round(result.stderr, 5).tolist(),
         "interval_low": np.round(low, 5).tolist(), "interval_high": np.round(high, 5).tolist(),
         "mutual_information_A_BC": np.round(result.details["mutual_information_A_BC"], 5).tolist(),
         "network": result.details["network"],
