@@ -80,10 +80,8 @@ def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.T
     x = standardise(xt, t)
     target = x.reshape(b, -1)[:, net.target_index]
     out = net(x, t, target).float()  # the density in fp32 under bf16 autocast
-    radii, m = out.shape[1], out.shape[2]
-    x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :].expand(b, radii, m)
-    return expected_nll(head, out, x0_a, t[:, None, None].expand(b, radii, m), rule,
-                        scale=standardise.sigma, offset=standardise.mu)
+    x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :]  # (B, 1, m): the same target for every radius
+    return expected_nll(head, out, x0_a, t[:, None, None], rule, scale=standardise.sigma, offset=standardise.mu)
 
 
 def _validation_set(x0: torch.Tensor, seed: int, fixed_t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
