@@ -179,7 +179,8 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     with settings.train.specialise, from its specialisation at each t (the same noise draws at every t;
     with specialise_chain, from the largest t down, each copy starting from the previous one; a copy that
     ends no better than the amortised network at its t, on the validation images, is trained again from the
-    amortised network, and the chain goes on from that one)."""
+    amortised network, and the chain goes on from that one). At t = 1 (pure noise) the amortised network
+    serves: the chain starts at the largest t below 1."""
     x_val, x_test = splits[1], splits[2]
     if not settings.train.specialise:
         return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
@@ -190,6 +191,11 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     start, chain = net, ()
     for k in order:
         t = float(ts[k])
+        if t >= 1:  # x_1 is the noise alone: nothing to sharpen, every CMI is 0; the amortised network serves
+            val[k] = test_nll(net, head, standardise, x_val, [t], 1, seed + 2).mean(0)
+            test[k] = test_nll(net, head, standardise, x_test, [t], settings.draws, seed + 1)
+            histories[k] = {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
+            continue
         special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
         restart = {}
         if chain:
