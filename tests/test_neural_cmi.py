@@ -54,6 +54,37 @@ def test_categorical_head_matches_numerical_integration(t):
     assert float(got) == pytest.approx(want, abs=2e-3)
 
 
+def _categorical_reference(levels, logits, x0, t, rule):
+    """float64 log-sum-exp over levels at every quadrature node, each context separately."""
+    nodes, log_w = (r.double() for r in rule)
+    log_pi = torch.log_softmax(logits.double(), -1)
+    x = ((1 - t) * x0)[..., None] + t[..., None] * nodes  # (..., J)
+    log_g = -0.5 * ((x[..., None] - (1 - t)[..., None, None] * levels) / t[..., None, None]) ** 2 \
+        - torch.log(t)[..., None, None] - 0.5 * math.log(2 * math.pi)
+    return -(torch.logsumexp(log_pi[..., None, :] + log_g, -1) * log_w.exp()).sum(-1)
+
+
+@pytest.mark.parametrize("sharp", [False, True])
+def test_categorical_density_shared_across_contexts_matches_log_sum_exp(sharp):
+    """The product form, with x_0 and t given once per target for 5 contexts, against float64 log-sum-exp;
+    sharp: posteriors far from the noised target at small t, where the product underflows and the
+    log-sum-exp fallback must take over."""
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    head, rule = CategoricalHead(levels.numpy()), hermite_rule(12)
+    g = torch.Generator().manual_seed(3)
+    logits = 4 * torch.randn(6, 5, 2, 256, generator=g)
+    x0 = torch.randint(0, 256, (6, 1, 2), generator=g) / 255.0
+    t = torch.tensor([0.02, 0.1, 0.3, 0.6, 0.9, 1.0])[:, None, None]
+    if sharp:
+        logits[..., 255] += 120.0  # exp(-120) underflows in float32
+        x0 = torch.zeros_like(x0)
+        t = torch.full_like(t, 0.01)
+    got = expected_nll(head, logits, x0, t, rule)
+    want = _categorical_reference(levels, logits, x0.double().expand(6, 5, 2), t.double().expand(6, 5, 2), rule)
+    assert got.shape == (6, 5, 2) and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=2e-4)
+
+
 def test_categorical_head_at_t0_is_the_discrete_cross_entropy():
     head = CategoricalHead(np.arange(256) / 255.0)
     logits = torch.randn(3, 256)
