@@ -5,7 +5,8 @@ A = the centre pixel of the 27 x 27 crop, from one amortised network trained fro
         [--t 0.1,0.2] [--specialise STEPS [--chain]] [--precision fp32|bf16]
 
 With --specialise the validated mode is timed: a copy of the network trained further at each t (chained
-from the largest t down with --chain; benchmarks/neural_cmi_validation.py measures its accuracy).
+from the largest t below 1 down with --chain; t = 1, pure noise, keeps the amortised network;
+benchmarks/neural_cmi_validation.py measures its accuracy).
 
 Prints JSON: wall seconds (training and evaluation), the median half-width of the 95% intervals, the
 table with its standard errors and intervals, and the training history summary.
