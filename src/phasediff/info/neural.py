@@ -192,25 +192,24 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     for k in order:
         t = float(ts[k])
         if t >= 1:  # x_1 is the noise alone: nothing to sharpen, every CMI is 0; the amortised network serves
-            val[k] = test_nll(net, head, standardise, x_val, [t], 1, seed + 2).mean(0)
-            test[k] = test_nll(net, head, standardise, x_test, [t], settings.draws, seed + 1)
-            histories[k] = {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
-            continue
-        special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
-        restart = {}
-        if chain:
-            amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5)
-            restart = {"amortised_val": amortised_val, "chain_val": meta["history"]["best_val"],
-                       "restarted": meta["history"]["best_val"] >= amortised_val}
-            if restart["restarted"]:
-                special, meta = specialised_network(net, head, standardise, splits, t, settings, key, seed)
-                chain = ()
-        if chained:
-            start, chain = special, chain + (t,)
+            special, histories[k] = net, {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
+        else:
+            special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
+            restart = {}
+            if chain:
+                amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5)
+                restart = {"amortised_val": amortised_val, "chain_val": meta["history"]["best_val"],
+                           "restarted": meta["history"]["best_val"] >= amortised_val}
+                if restart["restarted"]:
+                    special, meta = specialised_network(net, head, standardise, splits, t, settings, key, seed)
+                    chain = ()
+            if chained:
+                start, chain = special, chain + (t,)
+            histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
+                            "restart": restart, **{name: meta["history"][name]
+                                                   for name in ("steps", "best_step", "best_val", "seconds")}}
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
         test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1)
-        histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])), "restart": restart,
-                        **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
     return np.concatenate(val), np.concatenate(test, 1), histories
 
 

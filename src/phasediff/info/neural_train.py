@@ -79,7 +79,7 @@ def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.T
     xt = s * x0 + t.reshape(-1, 1, 1, 1) * z
     x = standardise(xt, t)
     target = x.reshape(b, -1)[:, net.target_index]
-    out = net(x, t, target).float()  # the density in fp32 under bf16 autocast
+    out = net(x, t, target)  # bf16 under autocast; expected_nll takes the density in fp32
     x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :]  # (B, 1, m): the same target for every radius
     return expected_nll(head, out, x0_a, t[:, None, None], rule, scale=standardise.sigma, offset=standardise.mu)
 
