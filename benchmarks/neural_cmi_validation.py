@@ -1,7 +1,7 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
-        [--specialise STEPS [--chain]] [--precision fp32|bf16]
+        [--specialise STEPS [--chain]] [--precision fp32|bf16] [--cache DIR]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -126,11 +126,13 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for the trained networks, so that a rerun retrains only what changed")
     args = parser.parse_args()
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
     settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
                              specialise_chain=args.chain,
-                             precision=args.precision, net=NetConfig(**sizes))
+                             precision=args.precision, net=NetConfig(**sizes), cache=args.cache)
     report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(),
                            "net": settings.net.to_dict()}}
     with tempfile.TemporaryDirectory() as folder:

@@ -209,28 +209,46 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     assert np.all(np.abs(chained.cmi[2]) < np.maximum(0.01, 4 * chained.stderr[2]))
     assert runs[1]["after"] == [] and runs[1]["cached"] and runs[1]["restart"] == {}
     restart = runs[0]["restart"]
-    assert restart["restarted"] == (restart["chain_val"] >= restart["amortised_val"])
+    no_better, gap = restart["chain_val"] >= restart["amortised_val"], restart["generalisation_gap"]
+    memorises = gap is not None and gap > neural_estimator.MEMORISATION_GAP
+    assert (restart["reason"] is not None) == (no_better or memorises)
+    assert restart["restarted"] == (restart["reason"] is not None and restart["retrained_val"] <= restart["chain_val"])
     assert runs[0]["after"] == ([] if restart["restarted"] else [0.5])
     assert runs[0]["best_val"] <= restart["amortised_val"] + 1e-6
     assert np.all(np.abs(chained.cmi[:2] - exact) < np.maximum(0.02, 4 * chained.stderr[:2])), (chained.cmi, exact)
 
 
-def test_a_chain_link_no_better_than_the_amortised_network_is_retrained_from_it(tmp_path, monkeypatch):
-    """The chain's copy at t is kept only if it validates below the amortised network at t; otherwise the
-    copy trained from the amortised network replaces it, and the estimate is the unchained one."""
+def test_a_chain_link_no_better_than_the_amortised_network_or_memorising_is_retrained_from_it(tmp_path, monkeypatch):
+    """The chain's copy at t is kept if it validates below the amortised network at t and does not memorise;
+    otherwise a copy is also trained from the amortised network and replaces it unless it validates worse
+    (and then the estimate is the unchained one)."""
     rng = np.random.default_rng(4)
     images = (rng.standard_normal((2000, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
     data = Dataset(images.astype(np.float32), None, "line")
     base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60)
     plain = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3), neural=settings_with(**base))
-    for amortised_val, restarted in ((-np.inf, True), (np.inf, False)):
+    cases = ((-np.inf, np.inf, "no better than the amortised network"), (np.inf, -np.inf, "memorises"),
+             (np.inf, np.inf, None))
+    for amortised_val, gap_limit, reason in cases:
         monkeypatch.setattr(neural_estimator, "validation_loss_at", lambda *args, v=amortised_val: v)
+        monkeypatch.setattr(neural_estimator, "MEMORISATION_GAP", gap_limit)
         chained = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3),
                               neural=settings_with(**base, specialise_chain=True))
-        link = chained.details["specialised"][0]
-        assert link["restart"]["restarted"] == restarted and link["after"] == ([] if restarted else [0.5])
-        if restarted:
+        link = chained.details["specialised"][0]["restart"]
+        assert link["reason"] == reason
+        if reason is None:
+            assert not link["restarted"] and "retrained_val" not in link
+        else:
+            assert link["restarted"] == (link["retrained_val"] <= link["chain_val"])
+        assert chained.details["specialised"][0]["after"] == ([] if link["restarted"] else [0.5])
+        if link["restarted"]:
             np.testing.assert_array_equal(chained.cmi, plain.cmi)
+
+
+def test_generalisation_gap_is_read_at_the_best_step():
+    history = {"step": [0, 200, 400], "val": [1.0, 0.8, 0.85], "train": [float("nan"), 0.7, 0.6], "best_step": 200}
+    assert neural_estimator.generalisation_gap(history) == pytest.approx(0.1)
+    assert neural_estimator.generalisation_gap({**history, "best_step": 0}) is None
 
 
 def test_a_specialisation_runs_all_its_steps(tmp_path):

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "validated: 5000 with --specialise-chain)")
     cmi.add_argument("--specialise-chain", action="store_true", help="neural: specialise from the largest t down, "
                      "each copy starting from the previous one (the low t inherit every specialisation above); a copy "
-                     "that ends no better than the amortised network at its t is retrained from it")
+                     "that ends no better than the amortised network at its t, or that memorises the training "
+                     "images, is retrained from it and replaced unless the retrained one validates worse")
     cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
                      help="neural: bf16 autocast or fp32 for the training passes (default fp32; evaluation is fp32)")
     cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),

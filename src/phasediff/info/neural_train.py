@@ -15,8 +15,8 @@ A specialisation runs all its steps (no early stopping): it starts from a networ
 that t, so its fresh optimiser first loses ground that it only wins back once the learning rate decays.
 With ``specialise_chain`` the measured t are taken from the largest down, each copy starting from the
 previous one, so the low t, where the context matters most, inherit every specialisation above them; a link
-that ends no better than the amortised network at its t is retrained from it (the previous copy may have
-unlearned a context that matters again at lower t; neural.cross_entropies).
+that ends no better than the amortised network at its t (the previous copy may have unlearned a context that
+matters again at lower t) or that memorises the training images is retrained from it (neural.cross_entropies).
 """
 
 from __future__ import annotations
