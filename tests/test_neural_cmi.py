@@ -227,11 +227,12 @@ def test_a_chain_link_no_better_than_the_amortised_network_or_memorising_is_retr
     data = Dataset(images.astype(np.float32), None, "line")
     base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60)
     plain = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3), neural=settings_with(**base))
-    cases = ((-np.inf, np.inf, "no better than the amortised network"), (np.inf, -np.inf, "memorises"),
-             (np.inf, np.inf, None))
-    for amortised_val, gap_limit, reason in cases:
+    gap = neural_estimator.MEMORISATION_GAP
+    cases = ((-np.inf, 0.0, "no better than the amortised network"), (np.inf, 2 * gap, "memorises"),
+             (np.inf, gap / 2, None))
+    for amortised_val, link_gap, reason in cases:
         monkeypatch.setattr(neural_estimator, "validation_loss_at", lambda *args, v=amortised_val: v)
-        monkeypatch.setattr(neural_estimator, "MEMORISATION_GAP", gap_limit)
+        monkeypatch.setattr(neural_estimator, "generalisation_gap", lambda history, g=link_gap: g)
         chained = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3),
                               neural=settings_with(**base, specialise_chain=True))
         link = chained.details["specialised"][0]["restart"]
