@@ -212,6 +212,8 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     no_better, gap = restart["chain_val"] >= restart["amortised_val"], restart["generalisation_gap"]
     memorises = gap is not None and gap > neural_estimator.MEMORISATION_GAP
     assert (restart["reason"] is not None) == (no_better or memorises)
+    if no_better:  # the retrained copy starts from the amortised network and keeps its best: never worse
+        assert restart["restarted"] and restart["retrained_val"] <= restart["amortised_val"] + 1e-6
     assert restart["restarted"] == (restart["reason"] is not None and restart["retrained_val"] <= restart["chain_val"])
     assert runs[0]["after"] == ([] if restart["restarted"] else [0.5])
     assert runs[0]["best_val"] <= restart["amortised_val"] + 1e-6
