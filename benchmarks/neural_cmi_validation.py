@@ -9,7 +9,9 @@ gmm:data=mnist,crop=27,k=10,rank=8 (exact log-densities, Monte Carlo with --mc s
 t = 0.1..0.9, r = 1, 2, 4, 8: a point passes when |estimate - exact| <= max(0.005, 0.15 exact), and is
 covered when the exact value (within two of its Monte Carlo standard errors) lies in the reported
 interval (an upper limit for points below the resolution); the plain bootstrap coverage of the resolved
-points is reported too. gmm2:L=27 checks the peak time of the r = 1 curve (a parabola through the grid
+points is reported too. Each point also carries the excess of the estimator's cross-entropies over the
+exact conditional entropies H_t(A|B_r) and H_t(A|BC) on the same held-out images and noise
+(``excess_local``, ``excess_global``): the CMI errs by their difference, and their sizes say where. gmm2:L=27 checks the peak time of the r = 1 curve (a parabola through the grid
 maximum and its neighbours) against the closed form's. Prints JSON (and one line per model on stderr as
 it finishes).
 """
@@ -26,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from phasediff.data.registry import load_dataset, load_model
-from phasediff.info.cmi import measure_cmi
-from phasediff.info.neural import settings_with
+from phasediff.info.cmi import flat_partitions, measure_cmi
+from phasediff.info.exact import exact_entropies
+from phasediff.info.neural import held_out_draw, settings_with
 from phasediff.info.neural_net import NetConfig
 from phasediff.precision import PRECISIONS
+from phasediff.regions import tripartition
 
 SPECS = {"grf": "grf:L=27,ell=3", "gmm": "gmm:data=mnist,crop=27,k=10,rank=8", "gmm2": "gmm2:L=27"}
 TIMES = [round(0.1 * k, 1) for k in range(1, 10)]
@@ -61,8 +65,12 @@ def grid_case(name: str, data, model, settings, mc: int, seed: int) -> dict:
     result = measure_cmi(data, TIMES, RADII, estimator="neural", neural=settings, seed=seed)
     wall = time.perf_counter() - start
     exact = measure_cmi(model, TIMES, RADII, estimator="exact", n_samples=mc, seed=seed + 7)
-    low, high, boot_low, boot_high, unresolved = (np.asarray(result.details[k]) for k in (
-        "interval_low", "interval_high", "bootstrap_low", "bootstrap_high", "below_resolution"))
+    low, high, boot_low, boot_high, unresolved, ce, ce_global = (np.asarray(result.details[k]) for k in (
+        "interval_low", "interval_high", "bootstrap_low", "bootstrap_high", "below_resolution", "cross_entropy",
+        "cross_entropy_global"))
+    parts = flat_partitions(model.shape, [tripartition(model.shape[1:], r) for r in RADII])
+    pairs = [(a, b) for a, b, _ in parts] + [(parts[0][0], parts[0][1] | parts[0][2])]
+    entropy, _ = exact_entropies(model, TIMES, pairs, samples=held_out_draw(data.images, settings, seed))
     points = []
     for i, t in enumerate(TIMES):
         for j, r in enumerate(RADII):
@@ -75,6 +83,7 @@ def grid_case(name: str, data, model, settings, mc: int, seed: int) -> dict:
                 "within_tolerance": abs(est - ex) <= max(ABS_TOL, REL_TOL * abs(ex)),
                 "covered": bool(low[i, j] - slack <= ex <= high[i, j] + slack), "resolved": not unresolved[i, j],
                 "bootstrap_covered": bool(boot_low[i, j] - slack <= ex <= boot_high[i, j] + slack),
+                "excess_local": float(ce[i, j] - entropy[i, j]), "excess_global": float(ce_global[i] - entropy[i, -1]),
             })
     within = np.mean([p["within_tolerance"] for p in points])
     coverage = np.mean([p["covered"] for p in points])

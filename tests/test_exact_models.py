@@ -81,3 +81,28 @@ def test_gmm2_samples():
     s = 2 * labels - 1
     assert abs(labels.mean() - 0.5) < 0.03
     assert np.allclose((x.reshape(4000, -1) - 2.0 * s[:, None]).std(), 0.5, atol=0.01)
+
+
+def test_grf_exact_entropies_match_the_gaussian_closed_form_and_give_the_cmi():
+    from phasediff.info.exact import exact_entropies
+
+    model = ExponentialGRF(9, 2.0)
+    parts = partitions(9, [1, 2, 3])
+    ts = [0.0, 0.3, 0.8]
+    pairs = [(A, B) for A, B, _ in parts] + [(parts[0][0], parts[0][1] | parts[0][2]),
+                                               (parts[0][0], np.zeros_like(parts[0][0]))]
+    values, stderr = exact_entropies(model, ts, pairs, n_samples=20000, seed=3)
+    for i, t in enumerate(ts):
+        cov = (1 - t) ** 2 * model.covariance + t**2 * np.eye(81)
+        for j, (A, B) in enumerate(pairs):
+            ab, b = np.flatnonzero(A | B), np.flatnonzero(B)
+            closed = 0.5 * (np.linalg.slogdet(cov[np.ix_(ab, ab)])[1] + np.log(2 * np.pi * np.e)
+                            - (np.linalg.slogdet(cov[np.ix_(b, b)])[1] if len(b) else 0.0))
+            assert abs(values[i, j] - closed) < 4 * stderr[i, j] + 1e-9
+    # the same draws for every pair: the differences are the CMI up to Monte Carlo error
+    cmi = gaussian_cmi_grid(model.covariance, ts, parts)
+    assert np.allclose(values[:, :3] - values[:, [3]], cmi, atol=0.01)
+    x0 = np.random.default_rng(5).standard_normal((50, 81))
+    fixed, _ = exact_entropies(model, ts, pairs, samples=(x0, np.zeros_like(x0)))
+    again, _ = exact_entropies(model, ts, pairs, samples=(x0, np.zeros_like(x0)))
+    assert np.array_equal(fixed, again)

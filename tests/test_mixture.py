@@ -229,3 +229,28 @@ def test_mixture_rejects_bad_parameters():
         GaussianMixture(good.weights, good.means, good.factors, good.diag, (1, 4, 4))
     with pytest.raises(PhasediffError):
         good.log_density(np.zeros((3, 11)), np.ones(12, bool))
+
+
+def test_mixture_exact_entropies_difference_is_the_mixture_cmi_and_one_component_is_gaussian():
+    from phasediff.info.exact import exact_entropies
+
+    model = random_mixture(k=3, shape=(1, 3, 4))
+    flat = np.arange(12)
+    A, B, C = flat == 5, np.isin(flat, [1, 4, 6, 9]), ~np.isin(flat, [1, 4, 5, 6, 9])
+    values, stderr = exact_entropies(model, [0.2, 0.6], [(A, B), (A, B | C)], n_samples=3000, seed=4)
+    cmi, _ = mixture_cmi_grid(model, [0.2, 0.6], [(A, B, C)], 3000, np.random.default_rng(4))
+    assert np.allclose(values[:, 0] - values[:, 1], cmi[:, 0], atol=1e-10)  # same draws: the same numbers
+    assert np.all(stderr > 0)
+    one = GaussianMixture([1.0], model.means[:1], model.factors[:1], model.diag[:1], model.shape)
+    t = 0.4
+    cov = (1 - t) ** 2 * one.component_covariance(0) + t**2 * np.eye(12)
+    ab, b = np.flatnonzero(A | B), np.flatnonzero(B)
+    closed = 0.5 * (np.linalg.slogdet(cov[np.ix_(ab, ab)])[1] - np.linalg.slogdet(cov[np.ix_(b, b)])[1]
+                    + np.log(2 * np.pi * np.e))
+    value, err = exact_entropies(one, [t], [(A, B)], n_samples=20000, seed=1)
+    assert abs(value[0, 0] - closed) < 4 * err[0, 0]
+    x0, _ = model.draw(40, np.random.default_rng(2))
+    z = np.random.default_rng(3).standard_normal(x0.shape)
+    given, _ = exact_entropies(model, [t], [(A, B)], samples=(x0, z))
+    direct = model.noised(t).log_densities((1 - t) * x0 + t * z, np.stack([B, A | B]))
+    assert given[0, 0] == pytest.approx(float((direct[:, 0] - direct[:, 1]).mean()), abs=1e-12)

@@ -17,7 +17,7 @@ from phasediff.info.gaussian import gaussian_cmi_grid
 from phasediff.info.neural import best_nested, choose_head, paired_statistics, reported_interval, settings_with
 from phasediff.info.neural_density import CategoricalHead, MixtureHead, expected_nll, hermite_rule
 from phasediff.info.neural_net import Geometry, NetConfig, RingNet
-from phasediff.info.neural_train import TrainConfig
+from phasediff.info.neural_train import TrainConfig, image_nll
 from phasediff.regions import tripartition
 
 
@@ -282,3 +282,23 @@ def test_unknown_training_precision_is_refused():
     settings = settings_with(epochs=1, test=100, val=50, precision="fp16")
     with pytest.raises(PhasediffError, match="precision must be one of fp32, bf16"):
         measure_cmi(Dataset(images, None, "noise"), [0.3], [1], estimator="neural", site=(0, 3), neural=settings)
+
+
+def test_held_out_draw_is_what_the_test_cross_entropies_see(monkeypatch):
+    """Exact entropies computed on held_out_draw are paired with the estimator's cross-entropies."""
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((1000, 1, 1, 7)).astype(np.float32)
+    settings = settings_with(epochs=1, test=200, val=100, net=NetConfig(width=16), components=2)
+    seen = []
+
+    def spy(net, head, standardise, x0, t, z, rule):
+        seen.append((x0.clone(), z.clone()))
+        return image_nll(net, head, standardise, x0, t, z, rule)
+
+    monkeypatch.setattr(neural_estimator, "image_nll", spy)
+    measure_cmi(Dataset(images, None, "noise"), [0.3], [1], estimator="neural", site=(0, 3), neural=settings, seed=3)
+    x0, z = neural_estimator.held_out_draw(images, settings, seed=3)
+    assert x0.shape == (200, 1, 1, 7)
+    assert any(torch.equal(a, torch.as_tensor(x0)) and torch.equal(b, torch.as_tensor(z)) for a, b in seen)
+    other, _ = neural_estimator.held_out_draw(images, settings, seed=4)
+    assert not np.array_equal(other, x0)

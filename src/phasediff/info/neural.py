@@ -49,6 +49,7 @@ MAX_LEVELS = 256
 EVAL_NODES = 24
 RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 MEMORISATION_GAP = 0.02  # nats of validation cross-entropy above the training loss at a link's best step
+TEST_NOISE_SEED = 1  # offset from the run's seed of the generator of the test images' noise draws
 CACHE_VERSION = 1
 UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr", "specialise_chain")  # not in the amortised network's cache key
 
@@ -196,7 +197,7 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     x_val, x_test = splits[1], splits[2]
     if not settings.train.specialise:
         return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
-                test_nll(net, head, standardise, x_test, ts, settings.draws, seed + 1), [])
+                test_nll(net, head, standardise, x_test, ts, settings.draws, seed + TEST_NOISE_SEED), [])
     val, test, histories = [None] * len(ts), [None] * len(ts), [None] * len(ts)
     chained = settings.train.specialise_chain
     order = sorted(range(len(ts)), key=lambda k: -float(ts[k])) if chained else range(len(ts))
@@ -227,8 +228,16 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
                             "restart": restart, **{name: meta["history"][name]
                                                    for name in ("steps", "best_step", "best_val", "seconds")}}
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
-        test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + 1)
+        test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + TEST_NOISE_SEED)
     return np.concatenate(val), np.concatenate(test, 1), histories
+
+
+def held_out_draw(images: np.ndarray, settings: NeuralSettings, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(x_0, z) of the test images and their first noise draw, (n_test, C, H, W) each: the pairs on which every
+    held-out cross-entropy of a run with ``seed`` is evaluated (so exact entropies on them are paired with it)."""
+    x0 = torch.as_tensor(images)[split_indices(len(images), settings, seed)[2]]
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + TEST_NOISE_SEED))
+    return x0.numpy(), z.numpy()
 
 
 def test_nll(net, head, standardise, x0: torch.Tensor, ts, draws: int, seed: int, batch: int = 500) -> np.ndarray:
@@ -303,7 +312,7 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
         "bootstrap_low": stats["low"], "bootstrap_high": stats["high"],
         "resolution": resolution, "below_resolution": unresolved,
         "mutual_information_A_BC": total["mean"], "mutual_information_A_BC_stderr": total["stderr"],
-        "cross_entropy_global": nll[:, :, full].mean(0),
+        "cross_entropy": nll[:, :, list(radii)].mean(0), "cross_entropy_global": nll[:, :, full].mean(0),
         "stderr_method": "std of paired per-image differences / sqrt(n)",
         "images": {"train": meta["n_train"], "val": meta["n_val"], "test": meta["n_test"]}, "draws": settings.draws,
         "network": meta["net"], "training": {k: meta["history"][k] for k in
