@@ -302,3 +302,13 @@ def test_held_out_draw_is_what_the_test_cross_entropies_see(monkeypatch):
     assert any(torch.equal(a, torch.as_tensor(x0)) and torch.equal(b, torch.as_tensor(z)) for a, b in seen)
     other, _ = neural_estimator.held_out_draw(images, settings, seed=4)
     assert not np.array_equal(other, x0)
+
+
+def test_integer_and_float_settings_share_a_cache_key():
+    """The CLI parses --epochs 4 as 4.0; the API may be given 4: both must find the same cached network."""
+    images = np.random.default_rng(0).standard_normal((300, 1, 1, 7)).astype(np.float32)
+    geometry, head = Geometry((1, 1, 7), (0, 3), 1), MixtureHead(2)
+    keys = {neural_estimator._cache_key(images, geometry, head, settings_with(epochs=e, budget=b), 0)
+            for e, b in ((4, 60), (4.0, 60.0))}
+    assert len(keys) == 1
+    assert neural_estimator._cache_key(images, geometry, head, settings_with(epochs=5), 0) not in keys

@@ -54,6 +54,13 @@ class TrainConfig:
     specialise_lr: float = 1e-3
     specialise_chain: bool = False  # start each t's specialisation from the one at the next larger t
 
+    def __post_init__(self):
+        """Real-valued settings as floats, so that epochs=4 and epochs=4.0 share a cache key."""
+        for name in ("epochs", "lr", "weight_decay", "warmup", "specialise_lr"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.budget is not None:
+            object.__setattr__(self, "budget", float(self.budget))
+
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
