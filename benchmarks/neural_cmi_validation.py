@@ -32,6 +32,7 @@ from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.exact import exact_entropies
 from phasediff.info.neural import held_out_draw, settings_with
 from phasediff.info.neural_net import NetConfig
+from phasediff.info.neural_train import TRAIN_NODES
 from phasediff.precision import PRECISIONS
 from phasediff.regions import tripartition
 
@@ -70,7 +71,8 @@ def grid_case(name: str, data, model, settings, mc: int, seed: int) -> dict:
         "cross_entropy_global"))
     parts = flat_partitions(model.shape, [tripartition(model.shape[1:], r) for r in RADII])
     pairs = [(a, b) for a, b, _ in parts] + [(parts[0][0], parts[0][1] | parts[0][2])]
-    entropy, _ = exact_entropies(model, TIMES, pairs, samples=held_out_draw(data.images, settings, seed))
+    entropy, _ = exact_entropies(model, TIMES, pairs, samples=held_out_draw(data.images, settings, seed),
+                                 target_nodes=TRAIN_NODES)
     points = []
     for i, t in enumerate(TIMES):
         for j, r in enumerate(RADII):

@@ -106,3 +106,20 @@ def test_grf_exact_entropies_match_the_gaussian_closed_form_and_give_the_cmi():
     fixed, _ = exact_entropies(model, ts, pairs, samples=(x0, np.zeros_like(x0)))
     again, _ = exact_entropies(model, ts, pairs, samples=(x0, np.zeros_like(x0)))
     assert np.array_equal(fixed, again)
+
+
+def test_exact_entropy_quadrature_over_the_noise_of_A_is_exact_for_a_gaussian_pixel():
+    from phasediff.errors import PhasediffError
+    from phasediff.info.exact import exact_entropies
+
+    model = ExponentialGRF(5, 1.5)
+    a = np.arange(25) == 12
+    x0 = np.random.default_rng(0).standard_normal((200, 25))
+    z = np.random.default_rng(1).standard_normal((200, 25))
+    t = 0.4
+    value, _ = exact_entropies(model, [t], [(a, np.zeros(25, bool))], samples=(x0, z), target_nodes=12)
+    s2 = (1 - t) ** 2 + t**2  # unit marginal variance
+    closed = np.mean(0.5 * np.log(2 * np.pi * s2) + ((1 - t) ** 2 * x0[:, 12] ** 2 + t**2) / (2 * s2))
+    assert value[0, 0] == pytest.approx(closed, abs=1e-10)
+    with pytest.raises(PhasediffError, match="one-pixel"):
+        exact_entropies(model, [t], [(a | (np.arange(25) == 13), np.zeros(25, bool))], samples=(x0, z), target_nodes=4)

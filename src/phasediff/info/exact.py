@@ -36,18 +36,22 @@ def exact_cmi(model, ts, partitions, n_samples: int = DEFAULT_MC_SAMPLES, seed: 
     raise PhasediffError("the exact estimator serves grf, gmrf, gmm2 and gmm models only")
 
 
-def exact_entropies(model, ts, pairs, n_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0, samples=None):
+def exact_entropies(model, ts, pairs, n_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0, samples=None,
+                    target_nodes: int = 0):
     """(values (T, P), stderr (T, P)) of H_t(A|B) = E[log p_t(x_B) - log p_t(x_AB)] in nats, for flat-mask (A, B)
     pairs (B may be empty): the mean over draws x_t = (1 - t) x_0 + t z of exact log-densities, with its
     standard error. ``samples`` = (x_0, z), flat (n, D), fixes the draws (e.g. an estimator's held-out images
     and noise, so that its cross-entropies minus these entropies are paired); otherwise n_samples are drawn
-    (one draw for every t). Gaussian fields (grf, gmrf) and fitted Gaussian mixtures (gmm); differential
-    entropies, in the units of the data.
+    (one draw for every t). ``target_nodes`` > 0 (one-pixel A only) integrates the noise of A by Gauss-Hermite
+    quadrature, z_A -> sum_j w_j f(z_j), as the neural estimator does, instead of taking its drawn value.
+    Gaussian fields (grf, gmrf) and fitted Gaussian mixtures (gmm); differential entropies, in data units.
     """
     from phasediff.data.mixture import GaussianMixture
 
     if not isinstance(model, (GaussianField, GaussianMixture)):
         raise PhasediffError("exact conditional entropies serve grf, gmrf and gmm models only")
+    if target_nodes and any(a.sum() != 1 for a, _ in pairs):
+        raise PhasediffError("quadrature over the noise of A needs a one-pixel A")
     if samples is None:
         rng = np.random.default_rng(seed)
         if isinstance(model, GaussianField):
@@ -57,15 +61,28 @@ def exact_entropies(model, ts, pairs, n_samples: int = DEFAULT_MC_SAMPLES, seed:
         z = rng.standard_normal(x0.shape)
     else:
         x0, z = (np.asarray(v, dtype=np.float64).reshape(len(v), -1) for v in samples)
-    regions = np.stack([a | b for a, b in pairs] + [b for _, b in pairs])
+    nodes, weights = np.polynomial.hermite_e.hermegauss(target_nodes) if target_nodes else (None, None)
+    joint = np.stack([a | b for a, b in pairs])
     values, stderr = np.empty((len(ts), len(pairs))), np.empty((len(ts), len(pairs)))
     for i, t in enumerate(ts):
+        def log_densities(xt, regions):
+            if isinstance(model, GaussianField):
+                return _gaussian_log_densities((1 - t) ** 2 * model.covariance + t**2 * np.eye(xt.shape[1]), xt, regions)
+            return model.noised(t).log_densities(xt, regions)
+
         xt = (1 - t) * x0 + t * z
-        if isinstance(model, GaussianField):
-            logs = _gaussian_log_densities((1 - t) ** 2 * model.covariance + t**2 * np.eye(xt.shape[1]), xt, regions)
+        given = log_densities(xt, np.stack([b for _, b in pairs]))
+        if nodes is None:
+            both = log_densities(xt, joint)
         else:
-            logs = model.noised(t).log_densities(xt, regions)
-        integrand = logs[:, len(pairs):] - logs[:, : len(pairs)]
+            both = np.zeros_like(given)
+            for a in {int(np.flatnonzero(a)[0]) for a, _ in pairs}:
+                cols = [k for k, (mask, _) in enumerate(pairs) if mask[a]]
+                for node, weight in zip(nodes, weights / weights.sum()):
+                    xt[:, a] = (1 - t) * x0[:, a] + t * node
+                    both[:, cols] += weight * log_densities(xt, joint[cols])
+                xt[:, a] = (1 - t) * x0[:, a] + t * z[:, a]
+        integrand = given - both
         values[i], stderr[i] = integrand.mean(0), integrand.std(0, ddof=1) / np.sqrt(len(xt))
     return values, stderr
 
