@@ -268,13 +268,17 @@ def test_a_specialisation_runs_all_its_steps(tmp_path):
     assert all(run["best_step"] <= 150 for run in result.details["specialised"])
 
 
-def test_cli_rejects_a_negative_specialisation(cli, tmp_path):
+def test_cli_rejects_bad_specialisation_and_pooling(cli, tmp_path):
     path = tmp_path / "line.npz"
     np.savez(path, images=np.random.default_rng(0).standard_normal((300, 1, 1, 7)))
     status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise", "-1", "--quiet")
     assert status == 2 and "--specialise must be >= 0" in err
     status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise-chain", "--quiet")
     assert status == 2 and "--specialise-chain needs --specialise" in err
+    status, _, err = cli("cmi", path, "--estimator", "neural", "--pool", "-1", "--quiet")
+    assert status == 2 and "--pool must be >= 0" in err
+    status, _, err = cli("cmi", path, "--estimator", "neural", "--pool", "2", "--epochs", "1", "--r", "1", "--quiet")
+    assert status == 2 and "must stay inside the 1 x 7 image" in err and not list(tmp_path.glob("*/results.json"))
 
 
 def test_unknown_training_precision_is_refused():
@@ -312,3 +316,72 @@ def test_integer_and_float_settings_share_a_cache_key():
             for e, b in ((4, 60), (4.0, 60.0))}
     assert len(keys) == 1
     assert neural_estimator._cache_key(images, geometry, head, settings_with(epochs=5), 0) not in keys
+
+
+def test_translate_moves_the_site_to_A_and_marks_pixels_from_outside():
+    from phasediff.info.neural_net import translate
+
+    images = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5) + 1
+    shift = torch.tensor([[1, -2], [0, 0]])
+    out, valid = translate(images, shift)
+    assert torch.equal(out[1], images[1]) and bool(valid[1].all())
+    for i in range(5):
+        for j in range(5):
+            inside = 0 <= i + 1 < 5 and 0 <= j - 2 < 5
+            assert valid[0, 0, i, j] == float(inside)
+            assert out[0, 0, i, j] == (images[0, 0, i + 1, j - 2] if inside else 0)
+
+
+def test_a_pooled_network_at_a_shifted_site_sees_only_the_rings_around_that_site():
+    """Through the translation, out[:, r] depends only on pixels within r of A + shift (and not on that site)."""
+    from phasediff.info.neural_net import translate
+
+    geometry = Geometry((1, 9, 9), (4, 4), 1)
+    torch.manual_seed(0)
+    net = RingNet(geometry, 3, NetConfig(width=32, pool=2))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    shift = torch.tensor([[2, -1], [-2, 2]])
+    for b in range(2):
+        site = (4 + int(shift[b, 0]), 4 + int(shift[b, 1]))
+        distance = torch.as_tensor(Geometry((1, 9, 9), site, 1).distance)
+        for r in (1, 3, geometry.n_rings):
+            x = torch.randn(1, 1, 9, 9, requires_grad=True)
+            moved, valid = translate(x, shift[b: b + 1])
+            net(moved, torch.tensor([0.4]), torch.zeros(1, 1), valid=valid, shift=shift[b: b + 1])[:, r].sum().backward()
+            grad = x.grad.abs()[0, 0]
+            assert grad[(distance > r) | (distance == 0)].max() == 0
+            assert grad[distance == 1].max() > 0
+
+
+def test_pooling_beyond_the_border_is_refused():
+    with pytest.raises(PhasediffError, match="inside"):
+        RingNet(Geometry((1, 9, 9), (1, 4), 1), 3, NetConfig(width=16, pool=2))
+
+
+def stationary_long_range_covariance(L: int = 11) -> np.ndarray:
+    """An L x L Gaussian field whose pixels couple to their neighbours and, directly, to the pixels 3 away along
+    each axis (precision entries), so that I(A:C|B_r) is large for r < 3 (about 0.13 nats at t = 0.2) and the
+    law is the same at every site away from the border."""
+    q = np.eye(L * L)
+    for i in range(L):
+        for j in range(L):
+            for dy, dx, w in ((0, 1, 0.05), (1, 0, 0.05), (0, 3, 0.22), (3, 0, 0.22)):
+                for sign in (1, -1):
+                    y, x = i + sign * dy, j + sign * dx
+                    if 0 <= y < L and 0 <= x < L:
+                        q[i * L + j, y * L + x] = -w
+    return np.linalg.inv(q)
+
+
+def test_pooled_estimate_on_a_stationary_field():
+    """Pooling over the 25 sites around A (shared weights) keeps the estimate on the exact value."""
+    cov = stationary_long_range_covariance()
+    rng = np.random.default_rng(3)
+    images = (rng.standard_normal((3000, 121)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 11, 11).astype(np.float32)
+    ts, rs = [0.2, 0.5], [1, 2, 3]
+    exact = gaussian_cmi_grid(cov, ts, flat_partitions((1, 11, 11), [tripartition((11, 11), r) for r in rs]))
+    assert exact[0, 0] > 0.1  # the case is not trivial
+    settings = settings_with(epochs=8, test=1000, val=300, net=NetConfig(width=64, pool=2), components=4)
+    result = measure_cmi(Dataset(images, None, "field"), ts, rs, estimator="neural", neural=settings)
+    assert np.all(np.abs(result.cmi - exact) < np.maximum(0.02, 4 * result.stderr)), (result.cmi, exact)

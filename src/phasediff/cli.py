@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "each copy starting from the previous one (the low t inherit every specialisation above); a copy "
                      "that ends no better than the amortised network at its t, or that memorises the training "
                      "images, is retrained from it and replaced unless the retrained one validates worse")
+    cmi.add_argument("--pool", type=int, default=0, help="neural: also train on every site within K pixels of A "
+                     "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
     cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
                      help="neural: bf16 autocast or fp32 for the training passes (default fp32; evaluation is fp32)")
     cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
@@ -315,6 +317,7 @@ def _neural_settings(args):
     """NeuralSettings from the neural options of ``cmi``."""
     from phasediff.data.mnist import cache_dir
     from phasediff.info.neural import settings_with
+    from phasediff.info.neural_net import NetConfig
 
     for name in ("epochs", "budget"):
         value = getattr(args, name)
@@ -324,10 +327,13 @@ def _neural_settings(args):
         raise PhasediffError(f"--specialise must be >= 0, got {args.specialise}")
     if args.specialise_chain and not args.specialise:
         raise PhasediffError("--specialise-chain needs --specialise STEPS > 0")
+    if args.pool < 0:
+        raise PhasediffError(f"--pool must be >= 0, got {args.pool}")
     cache = cache_dir() / "neural" if args.cache is None else None if args.cache == "none" else Path(args.cache)
     return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache,
                          specialise=args.specialise, specialise_chain=args.specialise_chain or None,
-                         precision=args.train_precision, device=resolve_device(args.device))
+                         precision=args.train_precision, device=resolve_device(args.device),
+                         net=NetConfig(pool=args.pool) if args.pool else None)
 
 
 def cmd_cmi(args) -> None:

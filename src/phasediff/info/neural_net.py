@@ -15,6 +15,11 @@ The context of radius r is {p : 1 <= d(p) <= r}; r = D is the whole image but A.
 
 One forward pass gives the posterior for r = 0 (no context), 1, ..., D, so the local (B_r) and global (B u C)
 cross-entropies come from the same network and the same pass.
+
+Site pooling (``pool`` = p > 0): in training, each image is translated by a random shift s with |s_y|, |s_x| <= p
+so that the site A + s sits where A is (``translate``; pixels from outside the image are zero, with a
+validity feature), and the head is told s by an embedding. One image then gives targets at (2p + 1)^2 sites
+to weights shared across them; evaluation uses s = 0, the site A itself.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from phasediff.errors import PhasediffError
 from phasediff.regions import chebyshev_distance
 
 
@@ -146,16 +152,32 @@ class NetConfig:
     width: int = 256
     head_blocks: int = 2
     glu: bool = True
+    pool: int = 0  # training sites: A shifted by up to ``pool`` pixels each way (0: A alone)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def translate(images: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, valid), (B, C, H, W) and (B, 1, H, W): out[b, :, i, j] = images[b, :, i + shift[b, 0], j + shift[b, 1]],
+    0 where that falls outside the image (valid = 0 there, 1 elsewhere)."""
+    b, c, h, w = images.shape
+    pad = int(shift.abs().max()) if len(shift) else 0
+    padded = F.pad(images, (pad, pad, pad, pad))
+    inside = F.pad(torch.ones(b, 1, h, w, dtype=images.dtype, device=images.device), (pad, pad, pad, pad))
+    rows = (pad + shift[:, 0, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (pad + shift[:, 1, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    return (padded[batch, torch.arange(c, device=images.device)[None, :, None, None], rows, cols],
+            inside[batch, torch.zeros(1, dtype=torch.long, device=images.device)[None, :, None, None], rows, cols])
 
 
 class RingNet(nn.Module):
     """Posterior parameters of each element of A given the context of every radius r = 0..D.
 
     forward(x, t, target) with x the standardised noised image (B, C, H, W) (A is zeroed here), t (B,), and
-    target the standardised noised values of A's elements (B, m) returns (B, D + 1, m, n_outputs).
+    target the standardised noised values of A's elements (B, m) returns (B, D + 1, m, n_outputs). With site
+    pooling, ``valid`` and ``shift`` are those of a translated image (``translate``); None: the image itself.
     """
 
     def __init__(self, geometry: Geometry, n_outputs: int, config: NetConfig = NetConfig()):
@@ -177,7 +199,12 @@ class RingNet(nn.Module):
         dilations = [2 ** (i % 3) for i in range(config.blocks)]  # 1, 2, 4, 1, ...: a wide receptive field cheaply
         self.blocks = nn.ModuleList(RingCausalBlock(ch, geometry.causal_taps(k), k, t_dim) for k in dilations)
         self.project = nn.Conv2d(ch, config.readout_channels, 1)
-        features = 2 * c_img + config.readout_channels
+        features = 2 * c_img + config.readout_channels + (1 if config.pool else 0)
+        if config.pool:
+            (y, x), size, p = geometry.site, geometry.patch, config.pool
+            if min(y, x) < p or y + size + p > h or x + size + p > w:
+                raise PhasediffError(f"pool {config.pool}: the shifted sites must stay inside the {h} x {w} image")
+            self.shift = nn.Embedding((2 * config.pool + 1) ** 2, width)
         self.near_readout = nn.Parameter(torch.randn(n_near, features, width) / math.sqrt(features * max(n_near, 1)))
         self.n_far = config.far_features or features
         self.far_readout = nn.Parameter(torch.randn(self.n_far * basis.shape[1], width) / math.sqrt(self.n_far * 8))
@@ -190,22 +217,23 @@ class RingNet(nn.Module):
         self.mlp = nn.Sequential(*[ResidualMLP(width, config.glu) for _ in range(config.head_blocks)])
         self.out = nn.Linear(width, n_outputs)
 
-    def trunk_features(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """Per-pixel features (B, F, H * W): the input x, x^2 (Gaussian log-likelihoods are sums of these) and a
-        projection of the ring-causal trunk."""
+    def trunk_features(self, x: torch.Tensor, temb: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-pixel features (B, F, H * W): the input x, x^2 (Gaussian log-likelihoods are sums of these), the
+        validity (site pooling only) and a projection of the ring-causal trunk."""
         b = len(x)
         h = self.stem(x)
         for block in self.blocks:
             h = block(h, temb)
-        return torch.cat([x, x**2, self.project(F.gelu(h))], 1).reshape(b, -1, x.shape[2] * x.shape[3])
+        extra = [] if not self.config.pool else [torch.ones_like(x[:, :1]) if valid is None else valid]
+        return torch.cat([x, x**2, *extra, self.project(F.gelu(h))], 1).reshape(b, -1, x.shape[2] * x.shape[3])
 
-    def context(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def context(self, x: torch.Tensor, temb: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """h_r for r = 0..D, (B, D + 1, width), scaled by 1 / sqrt(number of context pixels).
 
         Rings 1..near are read with one weight matrix per pixel; farther rings through the coarse basis
         (weights W_p = sum_j phi_j(p) M_j, smooth in p), which keeps the far field's parameters few.
         """
-        f = self.trunk_features(x, temb)[:, :, self.ring_order]  # (B, F, P) in ring order
+        f = self.trunk_features(x, temb, valid)[:, :, self.ring_order]  # (B, F, P) in ring order
         b = len(f)
         sums, start = [torch.zeros(b, self.config.width, dtype=x.dtype, device=x.device)], 0
         for size in self.ring_sizes[: self.near]:
@@ -222,11 +250,17 @@ class RingNet(nn.Module):
             h = torch.cat([h, h[:, -1:] + far / counts.sqrt()[:, None]], 1)
         return h + self.readout_bias
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor, return_hidden: bool = False):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor, return_hidden: bool = False,
+                valid: torch.Tensor | None = None, shift: torch.Tensor | None = None):
         b = len(x)
         x = (x.reshape(b, -1) * (1 - self.is_target)).reshape(x.shape)
         temb = time_features(t)
-        ctx = self.context(x, temb)  # (B, R, width)
+        ctx = self.context(x, temb, valid)  # (B, R, width)
+        if self.config.pool:
+            p = self.config.pool
+            index = (torch.full((b,), p * (2 * p + 1) + p, device=x.device) if shift is None
+                     else (shift[:, 0] + p) * (2 * p + 1) + shift[:, 1] + p)
+            ctx = ctx + self.shift(index)[:, None]
         prefix = self.prefix(torch.cat([target[:, None, :] * self.earlier, torch.eye(len(self.earlier),
                                         device=x.device).expand(b, -1, -1)], -1))  # (B, m, width)
         radii = self.radius.weight  # (R, width)

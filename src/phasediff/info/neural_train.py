@@ -3,7 +3,8 @@
 Loss of one image at time t: the mean over radii r = 0..D and elements i of A of
 E_z[-log p_t(x_t,A_i | context of radius r, x_t,A_<i)] (quadrature over the element's own noise; fresh noise
 on every other pixel at every step). t is 0 for a fraction ZERO_T_FRACTION of the images (the discrete
-cross-entropy of a categorical head) and stratified uniform on (0, 1] for the rest. AdamW with a short
+cross-entropy of a categorical head) and stratified uniform on (0, 1] for the rest. With site pooling
+(NetConfig.pool) each training image is read at a random site near A; validation is at A alone. AdamW with a short
 warm-up and a cosine decay (over the steps, or over the time budget when that ends first); the validation
 cross-entropy (fixed images, t grid and noise) is checked every ``eval_every`` steps and the best weights
 are kept; training stops after ``patience`` checks without gain.
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from phasediff.info.neural_density import expected_nll, hermite_rule
+from phasediff.info.neural_net import translate
 from phasediff.precision import autocast, check_precision
 from phasediff.progress import progress
 
@@ -79,14 +81,18 @@ class Standardiser:
 
 
 def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
-              rule) -> torch.Tensor:
-    """Per-image cross-entropy (B, D + 1, m) for every radius and element of A, noise z on all pixels."""
+              rule, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image cross-entropy (B, D + 1, m) for every radius and element of A, noise z on all pixels; with
+    ``shift`` (B, 2), of the site A + shift of each image (site pooling: neural_net.translate)."""
     b = len(x0)
     s = (1 - t).reshape(-1, 1, 1, 1)
     xt = s * x0 + t.reshape(-1, 1, 1, 1) * z
     x = standardise(xt, t)
+    valid = None
+    if shift is not None:
+        (x, valid), (x0, _) = translate(x, shift), translate(x0, shift)
     target = x.reshape(b, -1)[:, net.target_index]
-    out = net(x, t, target)  # bf16 under autocast; expected_nll takes the density in fp32
+    out = net(x, t, target, valid=valid, shift=shift)  # bf16 under autocast; expected_nll takes the density in fp32
     x0_a = x0.reshape(b, -1)[:, net.target_index][:, None, :]  # (B, 1, m): the same target for every radius
     return expected_nll(head, out, x0_a, t[:, None, None], rule, scale=standardise.sigma, offset=standardise.mu)
 
@@ -163,8 +169,11 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         x0 = x_train[order[cursor: cursor + batch]]
         cursor += batch
         t = _times(batch, g, fixed_t)
+        z = torch.randn(x0.shape, generator=g)
+        pool = net.config.pool
+        shift = torch.randint(-pool, pool + 1, (batch, 2), generator=g) if pool else None
         with autocast(config.precision, x0.device.type):
-            loss = image_nll(net, head, standardise, x0, t, torch.randn(x0.shape, generator=g), rule).float().mean()
+            loss = image_nll(net, head, standardise, x0, t, z, rule, shift).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
