@@ -1,7 +1,7 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
-        [--specialise STEPS [--chain]] [--precision fp32|bf16] [--cache DIR]
+        [--specialise STEPS [--chain]] [--precision fp32|bf16] [--net K=V,...] [--t 0.1,0.2] [--cache DIR]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -61,20 +61,20 @@ def parabola_peak(ts, values) -> float:
     return float(-b / (2 * a)) if a < 0 else float(ts[k])
 
 
-def grid_case(name: str, data, model, settings, mc: int, seed: int) -> dict:
+def grid_case(name: str, data, model, settings, mc: int, seed: int, times=TIMES) -> dict:
     start = time.perf_counter()
-    result = measure_cmi(data, TIMES, RADII, estimator="neural", neural=settings, seed=seed)
+    result = measure_cmi(data, times, RADII, estimator="neural", neural=settings, seed=seed)
     wall = time.perf_counter() - start
-    exact = measure_cmi(model, TIMES, RADII, estimator="exact", n_samples=mc, seed=seed + 7)
+    exact = measure_cmi(model, times, RADII, estimator="exact", n_samples=mc, seed=seed + 7)
     low, high, boot_low, boot_high, unresolved, ce, ce_global = (np.asarray(result.details[k]) for k in (
         "interval_low", "interval_high", "bootstrap_low", "bootstrap_high", "below_resolution", "cross_entropy",
         "cross_entropy_global"))
     parts = flat_partitions(model.shape, [tripartition(model.shape[1:], r) for r in RADII])
     pairs = [(a, b) for a, b, _ in parts] + [(parts[0][0], parts[0][1] | parts[0][2])]
-    entropy, _ = exact_entropies(model, TIMES, pairs, samples=held_out_draw(data.images, settings, seed),
+    entropy, _ = exact_entropies(model, times, pairs, samples=held_out_draw(data.images, settings, seed),
                                  target_nodes=TRAIN_NODES)
     points = []
-    for i, t in enumerate(TIMES):
+    for i, t in enumerate(times):
         for j, r in enumerate(RADII):
             est, ex = float(result.cmi[i, j]), float(exact.cmi[i, j])
             slack = 0.0 if exact.stderr is None else 2 * float(exact.stderr[i, j])
@@ -135,7 +135,9 @@ def main() -> None:
     parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
     parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
-    parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128")
+    parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128 or pool=1")
+    parser.add_argument("--t", default=",".join(map(str, TIMES)),
+                        help="times of the grf and gmm grids (default 0.1..0.9; the acceptance check needs all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for the trained networks, so that a rerun retrains only what changed")
@@ -152,7 +154,8 @@ def main() -> None:
             if name == "gmm2":
                 report[name] = peak_case(data, model, settings, args.seed)
             else:
-                report[name] = grid_case(name, data, model, settings, args.mc, args.seed)
+                report[name] = grid_case(name, data, model, settings, args.mc, args.seed,
+                                         [float(t) for t in args.t.split(",")])
             print(json.dumps(_plain(report[name])), file=sys.stderr)
     print(json.dumps(_plain(report), indent=1))
 
