@@ -162,14 +162,12 @@ def translate(images: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, 
     """(out, valid), (B, C, H, W) and (B, 1, H, W): out[b, :, i, j] = images[b, :, i + shift[b, 0], j + shift[b, 1]],
     0 where that falls outside the image (valid = 0 there, 1 elsewhere)."""
     b, c, h, w = images.shape
-    pad = int(shift.abs().max()) if len(shift) else 0
-    padded = F.pad(images, (pad, pad, pad, pad))
-    inside = F.pad(torch.ones(b, 1, h, w, dtype=images.dtype, device=images.device), (pad, pad, pad, pad))
-    rows = (pad + shift[:, 0, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (pad + shift[:, 1, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    return (padded[batch, torch.arange(c, device=images.device)[None, :, None, None], rows, cols],
-            inside[batch, torch.zeros(1, dtype=torch.long, device=images.device)[None, :, None, None], rows, cols])
+    rows = shift[:, 0, None] + torch.arange(h, device=images.device)  # (B, H) source rows
+    cols = shift[:, 1, None] + torch.arange(w, device=images.device)  # (B, W) source columns
+    valid = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])[:, None]
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = images.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+    return out.permute(0, 3, 1, 2) * valid, valid.to(images.dtype)
 
 
 class RingNet(nn.Module):
