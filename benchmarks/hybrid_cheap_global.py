@@ -7,7 +7,7 @@ The hybrid's premise is that a strictly local model is enough outside a window. 
 alternative: the same sweep as `phasediff hybrid-sweep`, with a small U-Net (for example
 `phasediff train mnist --model global --width 8 ...`) in place of the local model, so that locality and
 capacity can be told apart. Prints JSON: per schedule the global steps, the Frechet distance, the paired
-bias-corrected FD ratio to all-global with its 95% interval, and the speed-up by FLOPs.
+bias-corrected FD ratio to all-global with its 95% interval, and the speed-up by FLOPs. Networks run in bf16 where the CPU has it natively, fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 
 from phasediff.denoisers import load
 from phasediff.diagnostics.schedules import compare_schedules, sweep_windows
+from phasediff.precision import resolve_precision
 from phasediff.report.hybrid import _judge_and_reference, _shape
 from phasediff.specs import parse_list
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--lows", default="0,0.1,0.2,0.3")
     parser.add_argument("--highs", default="0.5,0.6,0.8,1")
     args = parser.parse_args()
+    precision = resolve_precision("auto")
     big_path = f"checkpoints/{args.data}/global"
     big, cheap = load(big_path), load(args.cheap)
     judge, reference = _judge_and_reference(args.data, None)
@@ -37,9 +39,10 @@ def main() -> None:
     plan.update({f"[{lo:g}, {hi:g}]": [(lo, hi)]
                  for lo, hi in sweep_windows(parse_list(args.lows, float), parse_list(args.highs, float))})
     results, _ = compare_schedules(plan, cheap, big, judge, reference, n=args.n, shape=tuple(_shape(big_path)),
-                                   steps=args.steps, precision="bf16", baseline="all-global", keep_images=0)
+                                   steps=args.steps, precision=precision, baseline="all-global", keep_images=0)
     rows = [r.to_dict() for r in results]
     print(json.dumps({"data": args.data, "cheap": args.cheap, "n": args.n, "steps": args.steps,
+                      "precision": precision,
                       "schedules": {r["name"]: {"global_steps": r["global_steps"], "frechet": r["quality"]["frechet"],
                                                 "frechet_ratio": r["frechet_ratio"],
                                                 "flops_speed_up": rows[0]["flops"] / r["flops"]} for r in rows}},

@@ -1,6 +1,6 @@
 """Sample quality of the committed global models: 32 Euler steps, 5,000 samples, judged by the committed classifier.
 
-    python benchmarks/sample_quality.py [--data mnist,fashion-mnist] [--n 5000] [--steps 32] [--precision bf16]
+    python benchmarks/sample_quality.py [--data mnist,fashion-mnist] [--n 5000] [--steps 32] [--precision auto|fp32|bf16]
         [--out runs/bench-quality] [--threads N]
 
 Prints JSON per dataset: Frechet distance to the test split in the judge's features (bootstrap bias-corrected,
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.report.hybrid import CHECKPOINTS, judge_file, sample_to_file
 
 
@@ -24,11 +25,12 @@ def main() -> None:
     parser.add_argument("--data", default="mnist,fashion-mnist")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
     parser.add_argument("--model-name", default="global")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    args.precision = resolve_precision(args.precision)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"n": args.n, "steps": args.steps, "precision": args.precision, "threads": args.threads,

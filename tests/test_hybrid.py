@@ -207,6 +207,19 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     assert len(sweep["gap"]["times"]) == len(sweep["gap"]["gap"]) > 0
 
 
+def test_hybrid_default_precision_is_the_hardware_s_and_recorded(cli_json, cli, checkpoints, tmp_path, monkeypatch):
+    from phasediff import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": False)
+    summary = cli_json("hybrid", "--model", checkpoints / "global", "--local", checkpoints / "local", "--judge",
+                       checkpoints / "judge", "--n", "4", "--steps", "2", "--out", tmp_path / "auto")
+    assert summary["precision"] == "fp32"
+    assert "precision: fp32" in (tmp_path / "auto" / "config.yaml").read_text()
+    status, _, err = cli("sample", "--model", checkpoints / "global", "--n", "2", "--steps", "2", "--precision",
+                         "bf16", "--out", tmp_path / "s.npz", "--quiet")
+    assert status == 0 and "bf16 is emulated" in err
+
+
 def test_convert_command_halves_the_weights_and_keeps_the_sidecar(cli_json, cli, checkpoints, tmp_path):
     from phasediff.denoisers import load, read_info
 

@@ -284,7 +284,7 @@ def test_cli_rejects_bad_specialisation_and_pooling(cli, tmp_path):
 def test_unknown_training_precision_is_refused():
     images = np.random.default_rng(0).standard_normal((400, 1, 1, 7)).astype(np.float32)
     settings = settings_with(epochs=1, test=100, val=50, precision="fp16")
-    with pytest.raises(PhasediffError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(PhasediffError, match="precision must be one of auto, fp32, bf16"):
         measure_cmi(Dataset(images, None, "noise"), [0.3], [1], estimator="neural", site=(0, 3), neural=settings)
 
 

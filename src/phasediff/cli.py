@@ -26,7 +26,7 @@ import numpy as np
 
 from phasediff import __version__
 from phasediff.errors import PhasediffError
-from phasediff.precision import PRECISIONS
+from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.progress import set_quiet
 from phasediff.rundir import check_output_file, to_json, write_atomic
 from phasediff.specs import parse_list
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmi.add_argument("--pool", type=int, default=0, help="neural: also train on every site within K pixels of A "
                      "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
     cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
-                     help="neural: bf16 autocast or fp32 for the training passes (default fp32; evaluation is fp32)")
+                     help="neural: bf16 autocast, fp32, or auto (bf16 where the hardware has it natively) for the "
+                          "training passes (default fp32; evaluation is fp32)")
     cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
                      help="neural: posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
     cmi.add_argument("--cache", default=None, help="neural: folder of trained networks (default: the data cache's "
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "classifier, 5e-4 global)")
     train.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights")
-    train.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or fp32")
+    train.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast, fp32, or auto (bf16 where native)")
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                          help=f"gap level that defines the windows (default {DEFAULT_TOLERANCE:g})")
     diagram.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                         help="bf16 autocast or fp32 for the networks (the analytic family runs in full precision)")
+                         help="bf16 autocast, fp32, or auto (bf16 where native) for the networks "
+                         "(the analytic family runs in full precision)")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")
     diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
 
@@ -228,8 +230,9 @@ def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
                             "gap), A:B, A:B,C:D, all or none")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
                         f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--precision", default="bf16" if hybrid else "fp32", choices=PRECISIONS,
-                        help="bf16 autocast or fp32 for the networks")
+    parser.add_argument("--precision", default="auto" if hybrid else "fp32", choices=PRECISIONS,
+                        help="bf16 autocast, fp32, or auto for the networks (default "
+                        f"{'auto: bf16 where the hardware multiplies it natively, fp32 elsewhere' if hybrid else 'fp32'})")
 
 
 def resolve_device(name: str) -> str:
@@ -474,7 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     set_quiet(args.quiet)
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
+        for name in ("precision", "train_precision"):
+            if getattr(args, name, None):
+                setattr(args, name, resolve_precision(getattr(args, name), device.split(":")[0], warn=True))
         np.random.seed(args.seed)
         handler = DATA_COMMANDS[args.data_command] if args.command == "data" else COMMANDS[args.command]
         handler(args)

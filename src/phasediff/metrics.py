@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from scipy import linalg
+from threadpoolctl import threadpool_limits
 
 MEMORISATION_RATIO = 1.0 / 3.0
 
@@ -30,15 +31,41 @@ def classify(classifier, images, batch_size: int = 1000) -> tuple[np.ndarray, np
     return np.concatenate(feats), np.concatenate(probs)
 
 
+@dataclass(frozen=True)
+class FrechetReference:
+    """A fixed feature set's mean, covariance and covariance root, computed once for many distances to it."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    root: np.ndarray
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> "FrechetReference":
+        cov = np.cov(features, rowvar=False)
+        values, vectors = linalg.eigh(cov)
+        return cls(features.mean(0), cov, (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T)
+
+    def distance(self, features: np.ndarray) -> float:
+        """|mu - mu_ref|^2 + Tr(S + S_ref - 2 (S S_ref)^{1/2}). With Y = (X - mu) R / sqrt(n - 1), R = S_ref^{1/2},
+        Tr (S S_ref)^{1/2} = sum sqrt eig(Y^T Y) = sum sqrt eig(Y Y^T), of whichever is smaller (n or F square):
+        symmetric, and stable for a singular S."""
+        mu = features.mean(0)
+        centred = (features - mu) / np.sqrt(len(features) - 1)
+        y = centred @ self.root
+        gram = y @ y.T if len(y) < y.shape[1] else y.T @ y
+        trace_root = np.sqrt(np.clip(linalg.eigvalsh(gram), 0, None)).sum()
+        return float(((mu - self.mean) ** 2).sum() + (centred**2).sum() + np.trace(self.cov) - 2.0 * trace_root)
+
+
+def one_blas_thread():
+    """A context with BLAS on one thread: the bootstrap's many F x F products and eigenvalue problems (F = 128)
+    run about 2x faster on one thread than on two."""
+    return threadpool_limits(1, user_api="blas")
+
+
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2}) of two feature sets."""
-    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    # Tr (S_a S_b)^{1/2} = sum sqrt eig(S_a^{1/2} S_b S_a^{1/2}), symmetric and stable for singular S
-    values, vectors = linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    trace_root = np.sqrt(np.clip(linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_root)
+    return FrechetReference.of(features_b).distance(features_a)
 
 
 def bootstrap_frechet(features: np.ndarray, reference: np.ndarray, rounds: int = 50, seed: int = 0,
@@ -49,12 +76,13 @@ def bootstrap_frechet(features: np.ndarray, reference: np.ndarray, rounds: int =
     duplicates, more so. The bootstrap estimates that bias: FD_bc = 2 FD - mean(FD*), with the basic interval
     [2 FD - q_hi, 2 FD - q_lo] (floored at 0). The reference set is the fixed yardstick and is not resampled.
     """
-    rng = np.random.default_rng(seed)
-    values = np.array([frechet_distance(features[rng.integers(0, len(features), len(features))], reference)
-                       for _ in range(rounds)])
+    rng, yardstick = np.random.default_rng(seed), FrechetReference.of(reference)
+    with one_blas_thread():
+        values = np.array([yardstick.distance(features[rng.integers(0, len(features), len(features))])
+                           for _ in range(rounds)])
     alpha = (1 - level) / 2
     q_lo, q_hi = np.quantile(values, [alpha, 1 - alpha])
-    plug_in = frechet_distance(features, reference)
+    plug_in = yardstick.distance(features)
     corrected = 2 * plug_in - values.mean()
     return float(max(0.0, corrected)), float(max(0.0, 2 * plug_in - q_hi)), float(max(0.0, 2 * plug_in - q_lo)), plug_in
 

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from phasediff.diagnostics.hybrid import Hybrid, Window, check_windows, global_steps
 from phasediff.errors import PhasediffError
-from phasediff.metrics import QualityReport, classify, frechet_distance, quality_from_features
+from phasediff.metrics import FrechetReference, QualityReport, classify, one_blas_thread, quality_from_features
 from phasediff.precision import autocast
 from phasediff.progress import progress
 from phasediff.sampling import sample, time_grid
@@ -86,12 +86,13 @@ def frechet_ratio(features: np.ndarray, baseline: np.ndarray, reference: np.ndar
     R* are biased and a percentile interval can miss R itself."""
     if len(features) != len(baseline):
         raise PhasediffError("a paired Frechet ratio needs the same number of samples in both sets")
-    rng = np.random.default_rng(seed)
-    plug_in = frechet_distance(features, reference) / frechet_distance(baseline, reference)
+    rng, yardstick = np.random.default_rng(seed), FrechetReference.of(reference)
+    plug_in = yardstick.distance(features) / yardstick.distance(baseline)
     draws = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(features), len(features))
-        draws.append(frechet_distance(features[idx], reference) / frechet_distance(baseline[idx], reference))
+    with one_blas_thread():
+        for _ in range(rounds):
+            idx = rng.integers(0, len(features), len(features))
+            draws.append(yardstick.distance(features[idx]) / yardstick.distance(baseline[idx]))
     q_lo, q_hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return {"ratio": float(max(0.0, 2 * plug_in - np.mean(draws))), "low": float(max(0.0, 2 * plug_in - q_hi)),
             "high": float(max(0.0, 2 * plug_in - q_lo)), "plug_in": float(plug_in)}

@@ -20,7 +20,7 @@ from phasediff.diagnostics.hybrid import Hybrid, Window, local_radius, parse_win
 from phasediff.diagnostics.schedules import ScheduleResult, compare_schedules, pareto_front
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE, auto_window
 from phasediff.errors import PhasediffError
-from phasediff.precision import autocast
+from phasediff.precision import autocast, resolve_precision
 from phasediff.report.figures import image_grid, plt
 from phasediff.rundir import run_directory, save_json, save_yaml, write_atomic
 from phasediff.sampling import sample
@@ -206,12 +206,12 @@ def _gap_figure(gap, path: Path, tolerance: float, windows: Sequence[Window]) ->
 
 def hybrid_comparison(global_checkpoint, local_checkpoint, out: Path, data: str | None = None, judge=None,
                       n: int = 5000, steps: int = 32, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE,
-                      batch_size: int = 500, precision: str = "bf16", force: bool = False,
+                      batch_size: int = 500, precision: str = "auto", force: bool = False,
                       schedules: dict[str, list[Window]] | None = None) -> dict:
     """The paper's schedules and the automatic window, sampled from the same noise and judged; a run folder
-    with results.json, table.md, gap.png and one grid per schedule."""
+    with results.json, table.md, gap.png and one grid per schedule. ``precision`` auto: bf16 where native."""
     global_, local, shape = _pair(global_checkpoint, local_checkpoint)
-    data = data or read_info(global_checkpoint).get("data")
+    data, precision = data or read_info(global_checkpoint).get("data"), resolve_precision(precision)
     classifier, reference = _judge_and_reference(data, judge)
     with run_directory(out, force=force) as work:
         windows, gap = auto_window(local, global_, shape, steps=steps, tolerance=tolerance, seed=seed)
@@ -252,7 +252,7 @@ def _against_the_bar(results: Sequence[ScheduleResult]) -> dict:
 
 def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[float], highs: Sequence[float],
                  data: str | None = None, judge=None, n: int = 1000, steps: int = 32, seed: int = 0,
-                 tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 500, precision: str = "bf16",
+                 tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 500, precision: str = "auto",
                  force: bool = False) -> dict:
     """Every single-window schedule [lo, hi] of the grid, plus all-global, all-local and the automatic window:
     Pareto front as table.md (all points) and pareto.png; the locality gap behind the automatic window in
@@ -260,7 +260,7 @@ def hybrid_sweep(global_checkpoint, local_checkpoint, out: Path, lows: Sequence[
     from phasediff.diagnostics.schedules import sweep_windows
 
     global_, local, shape = _pair(global_checkpoint, local_checkpoint)
-    data = data or read_info(global_checkpoint).get("data")
+    data, precision = data or read_info(global_checkpoint).get("data"), resolve_precision(precision)
     classifier, reference = _judge_and_reference(data, judge)
     with run_directory(out, force=force) as work:
         windows, gap = auto_window(local, global_, shape, steps=steps, tolerance=tolerance, seed=seed)
