@@ -2,7 +2,7 @@
 A = the centre pixel of the 27 x 27 crop, from one amortised network trained from scratch (no cache).
 
     python benchmarks/neural_cmi_mnist.py [--spec mnist:crop=27] [--epochs 4] [--budget S] [--threads N]
-        [--t 0.1,0.2] [--specialise STEPS [--chain]] [--precision fp32|bf16]
+        [--t 0.1,0.2] [--specialise STEPS [--chain]] [--precision fp32|bf16|auto]
 
 With --specialise the validated mode is timed: a copy of the network trained further at each t (chained
 from the largest t below 1 down with --chain; t = 1, pure noise, keeps the amortised network;
@@ -24,7 +24,7 @@ import torch
 from phasediff.data.registry import load_dataset
 from phasediff.info.cmi import measure_cmi
 from phasediff.info.neural import settings_with
-from phasediff.precision import PRECISIONS
+from phasediff.precision import PRECISIONS, resolve_precision
 
 TIMES = [round(0.1 * k, 1) for k in range(11)]
 RADII = list(range(1, 13))
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
     args = parser.parse_args()
+    args.precision = resolve_precision(args.precision)
     torch.set_num_threads(args.threads)
     times = [float(t) for t in args.t.split(",")]
     data = load_dataset(args.spec)

@@ -1,7 +1,7 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
-        [--specialise STEPS [--chain]] [--precision fp32|bf16] [--net K=V,...] [--t 0.1,0.2] [--cache DIR]
+        [--specialise STEPS [--chain]] [--precision fp32|bf16|auto] [--net K=V,...] [--t 0.1,0.2] [--cache DIR]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -33,7 +33,7 @@ from phasediff.info.exact import exact_entropies
 from phasediff.info.neural import held_out_draw, settings_with
 from phasediff.info.neural_net import NetConfig
 from phasediff.info.neural_train import TRAIN_NODES
-from phasediff.precision import PRECISIONS
+from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.regions import tripartition
 
 SPECS = {"grf": "grf:L=27,ell=3", "gmm": "gmm:data=mnist,crop=27,k=10,rank=8", "gmm2": "gmm2:L=27"}
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for the trained networks, so that a rerun retrains only what changed")
     args = parser.parse_args()
+    args.precision = resolve_precision(args.precision)
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
     settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
                              specialise_chain=args.chain,

@@ -385,3 +385,13 @@ def test_pooled_estimate_on_a_stationary_field():
     settings = settings_with(epochs=8, test=1000, val=300, net=NetConfig(width=64, pool=2), components=4)
     result = measure_cmi(Dataset(images, None, "field"), ts, rs, estimator="neural", neural=settings)
     assert np.all(np.abs(result.cmi - exact) < np.maximum(0.02, 4 * result.stderr)), (result.cmi, exact)
+
+
+def test_the_pooled_training_loss_is_read_at_a_alone():
+    """The memorisation gap compares validation at A with the training loss of the images read at A."""
+    from phasediff.info.neural_train import loss_at_a
+
+    nll = torch.arange(24.0).reshape(4, 3, 2)  # per-image means 2.5, 8.5, 14.5, 20.5
+    shift = torch.tensor([[0, 0], [1, 0], [0, 0], [0, -1]])
+    assert loss_at_a(nll, shift).tolist() == [2.5, 14.5]
+    assert loss_at_a(nll, None).tolist() == [2.5, 8.5, 14.5, 20.5]

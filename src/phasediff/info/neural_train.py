@@ -131,9 +131,17 @@ def _times(n: int, g: torch.Generator, fixed_t: float | None = None) -> torch.Te
     return torch.where(torch.rand(n, generator=g) < ZERO_T_FRACTION, torch.zeros_like(t), t)
 
 
+def loss_at_a(nll: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Per-image training loss (mean over radii and elements of A) of the images read at A itself: with site
+    pooling only those with shift 0, so that the training loss compares with the validation at A."""
+    per_image = nll.mean((1, 2))
+    return per_image if shift is None else per_image[(shift == 0).all(1)]
+
+
 def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig,
           seed: int = 0, fixed_t: float | None = None) -> dict:
-    """Fit ``net`` in place (keeping the best validation weights); returns the training history.
+    """Fit ``net`` in place (keeping the best validation weights); returns the training history (``train``:
+    the running training loss at A over each validation interval, ``loss_at_a``).
 
     With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr).
     """
@@ -173,19 +181,20 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
         pool = net.config.pool
         shift = torch.randint(-pool, pool + 1, (batch, 2), generator=g) if pool else None
         with autocast(config.precision, x0.device.type):
-            loss = image_nll(net, head, standardise, x0, t, z, rule, shift).float().mean()
+            nll = image_nll(net, head, standardise, x0, t, z, rule, shift).float()
+            loss = nll.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         schedule.step()
-        running.append(loss.item())
+        running.append(loss_at_a(nll.detach(), shift))
         out_of_time = config.budget is not None and done(step) >= 1
         if step % config.eval_every == 0 or step == total or out_of_time:
             val = validation_loss(net, head, standardise, x_val, val_t, val_z)
             history["step"].append(step)
             history["val"].append(val)
-            history["train"].append(float(np.mean(running)))
+            history["train"].append(float(torch.cat(running).double().mean()))
             running = []
             bar.set_postfix(val=f"{val:.4f}")
             if val < best[0]:
