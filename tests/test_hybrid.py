@@ -207,7 +207,7 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     assert len(sweep["gap"]["times"]) == len(sweep["gap"]["gap"]) > 0
 
 
-def test_hybrid_default_precision_is_the_hardware_s_and_recorded(cli_json, cli, checkpoints, tmp_path, monkeypatch):
+def test_hybrid_default_precision_follows_the_hardware(cli_json, cli, checkpoints, tmp_path, monkeypatch):
     from phasediff import precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": False)

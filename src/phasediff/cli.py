@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "classifier, 5e-4 global)")
     train.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights")
-    train.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast, fp32, or auto (bf16 where native)")
+    train.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="bf16 autocast, fp32, or auto (bf16 where native)")
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -231,8 +232,8 @@ def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
                         f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--precision", default="auto" if hybrid else "fp32", choices=PRECISIONS,
-                        help="bf16 autocast, fp32, or auto for the networks (default "
-                        f"{'auto: bf16 where the hardware multiplies it natively, fp32 elsewhere' if hybrid else 'fp32'})")
+                        help="bf16 autocast, fp32, or auto (bf16 where the hardware multiplies it natively, fp32 "
+                        f"elsewhere) for the networks (default {'auto' if hybrid else 'fp32'})")
 
 
 def resolve_device(name: str) -> str:
