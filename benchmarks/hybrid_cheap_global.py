@@ -7,7 +7,8 @@ The hybrid's premise is that a strictly local model is enough outside a window. 
 alternative: the same sweep as `phasediff hybrid-sweep`, with a small U-Net (for example
 `phasediff train mnist --model global --width 8 ...`) in place of the local model, so that locality and
 capacity can be told apart. Prints JSON: per schedule the global steps, the Frechet distance, the paired
-bias-corrected FD ratio to all-global with its 95% interval, and the speed-up by FLOPs. Networks run in bf16 where the CPU has it natively, fp32 elsewhere.
+bias-corrected FD ratio to all-global with its 95% interval, and the speed-up by FLOPs. Networks run in bf16
+where the CPU has it natively, fp32 elsewhere.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sample quality of the committed global models: 32 Euler steps, 5,000 samples, judged by the committed classifier.
 
-    python benchmarks/sample_quality.py [--data mnist,fashion-mnist] [--n 5000] [--steps 32] [--precision auto|fp32|bf16]
-        [--out runs/bench-quality] [--threads N]
+    python benchmarks/sample_quality.py [--data mnist,fashion-mnist] [--n 5000] [--steps 32]
+        [--precision auto|fp32|bf16] [--out runs/bench-quality] [--threads N]
 
 Prints JSON per dataset: Frechet distance to the test split in the judge's features (bootstrap bias-corrected,
 95% interval), mean top-class confidence, class fractions (and whether each lies in [5%, 15%]), memorised
