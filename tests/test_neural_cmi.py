@@ -197,6 +197,7 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     special = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=300))
     runs = special.details["specialised"]
     assert [run["t"] for run in runs] == ts and all(run["steps"] > 0 and not run["cached"] for run in runs)
+    assert all((run["generalisation_gap"] is None) == (run["best_step"] == 0) for run in runs)
     assert amortised.details["specialised"] == [] and special.details["cache_key"] == amortised.details["cache_key"]
     assert np.all(np.abs(special.cmi - exact) < np.maximum(0.02, 4 * special.stderr)), (special.cmi, exact)
     again = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=300))

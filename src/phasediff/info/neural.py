@@ -225,8 +225,8 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
             if chained:
                 start, chain = special, chain + (t,)
             histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
-                            "restart": restart, **{name: meta["history"][name]
-                                                   for name in ("steps", "best_step", "best_val", "seconds")}}
+                            "restart": restart, "generalisation_gap": generalisation_gap(meta["history"]),
+                            **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
         test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + TEST_NOISE_SEED)
     return np.concatenate(val), np.concatenate(test, 1), histories
