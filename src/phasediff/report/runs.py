@@ -49,4 +49,22 @@ def cmi_table(result: CMIResult) -> str:
             lines.append(f"window I > {window['delta']:g}: [{window['t_start']:.3f}, {window['t_end']:.3f}]")
         else:
             lines.append(f"window I > {window['delta']:g}: none")
+    lines += specialised_links_table(result.details.get("specialised", []))
     return "\n".join(lines)
+
+
+def specialised_links_table(links: list[dict]) -> list[str]:
+    """One line per specialised copy of the neural network: its steps, best step, validation cross-entropy,
+    generalisation gap (validation minus training loss at the best step) and why a chain link was retrained."""
+    rows = [link for link in links if "best_step" in link]
+    if not rows:
+        return []
+    lines = ["specialised links: t, steps, best step, validation cross-entropy, gap, retrained"]
+    for link in rows:
+        gap = "-" if link["generalisation_gap"] is None else f"{link['generalisation_gap']:+.4f}"
+        restart = link.get("restart") or {}
+        retrained = ("no" if not restart.get("reason") else
+                     f"{restart['reason']}: {'kept the retrained copy' if restart['restarted'] else 'kept the chain'}")
+        lines.append(f"{link['t']:8.3g} {link['steps']:6d} {link['best_step']:6d} {link['best_val']:10.4f} "
+                     f"{gap:>8} {retrained}")
+    return lines
