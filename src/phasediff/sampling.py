@@ -2,6 +2,10 @@
 
 On the path x_t = (1 - t) x_0 + t z the probability-flow velocity is v = dx_t/dt = z - x_0, estimated
 from the denoiser as v = (x_t - x0_hat) / t. Integration runs from t = 1 (pure noise) to t = 0.
+
+Every sampler takes ``callback(step, t, x, x0_hat)``, called once per step with the state x at time t and the
+denoiser's answer there (k-diffusion's pattern): diagnostics that record trajectories use it instead of
+wrapping the denoiser.
 """
 
 from __future__ import annotations
@@ -24,27 +28,43 @@ def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> torch.Tenso
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
+Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+
+
+def denoise(denoiser: Denoiser, x: torch.Tensor, t: float, label=None) -> torch.Tensor:
+    """x0_hat = D(x_t, t) with t broadcast to the batch."""
+    return denoiser(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device), label)
+
+
 def velocity(denoiser: Denoiser, x: torch.Tensor, t: float, label=None) -> torch.Tensor:
     """v = (x_t - D(x_t, t)) / t."""
-    x0_hat = denoiser(x, torch.full((len(x),), t, dtype=x.dtype, device=x.device), label)
-    return (x - x0_hat) / t
+    return (x - denoise(denoiser, x, t, label)) / t
 
 
 @torch.no_grad()
-def euler(denoiser: Denoiser, noise: torch.Tensor, times: torch.Tensor, label=None) -> torch.Tensor:
+def euler(denoiser: Denoiser, noise: torch.Tensor, times: torch.Tensor, label=None,
+          callback: Callback | None = None) -> torch.Tensor:
     """x_{t'} = x_t + (t' - t) v(x_t, t) over the grid; one denoiser call per step."""
     x = noise
-    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
-        x = x + (t_next - t) * velocity(denoiser, x, t, label)
+    for step, (t, t_next) in enumerate(zip(times[:-1].tolist(), times[1:].tolist())):
+        x0_hat = denoise(denoiser, x, t, label)
+        if callback is not None:
+            callback(step, t, x, x0_hat)
+        x = x + (t_next - t) * ((x - x0_hat) / t)
     return x
 
 
 @torch.no_grad()
-def heun(denoiser: Denoiser, noise: torch.Tensor, times: torch.Tensor, label=None) -> torch.Tensor:
-    """Heun's second-order method; the last step to t = 0 is an Euler step (v is undefined at t = 0)."""
+def heun(denoiser: Denoiser, noise: torch.Tensor, times: torch.Tensor, label=None,
+         callback: Callback | None = None) -> torch.Tensor:
+    """Heun's second-order method; the last step to t = 0 is an Euler step (v is undefined at t = 0).
+    ``callback`` sees the first evaluation of each step."""
     x = noise
-    for t, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
-        v = velocity(denoiser, x, t, label)
+    for step, (t, t_next) in enumerate(zip(times[:-1].tolist(), times[1:].tolist())):
+        x0_hat = denoise(denoiser, x, t, label)
+        if callback is not None:
+            callback(step, t, x, x0_hat)
+        v = (x - x0_hat) / t
         x_euler = x + (t_next - t) * v
         if t_next > 0:
             x_euler = x + (t_next - t) * 0.5 * (v + velocity(denoiser, x_euler, t_next, label))
@@ -56,8 +76,9 @@ SAMPLERS = {"euler": euler, "heun": heun}
 
 
 def sample(denoiser: Denoiser, n: int, shape: tuple[int, int, int], steps: int = 32, method: str = "euler",
-           seed: int = 0, label=None, batch_size: int = 500, device: str = "cpu") -> torch.Tensor:
-    """n samples (n, C, H, W) from pure noise at t = 1, seeded, in batches."""
+           seed: int = 0, label=None, batch_size: int = 500, device: str = "cpu",
+           callback: Callback | None = None) -> torch.Tensor:
+    """n samples (n, C, H, W) from pure noise at t = 1, seeded, in batches; ``callback`` runs on every batch."""
     if method not in SAMPLERS:
         raise PhasediffError(f"unknown sampler {method!r} (choose from {', '.join(SAMPLERS)})")
     if n < 1:
@@ -68,5 +89,6 @@ def sample(denoiser: Denoiser, n: int, shape: tuple[int, int, int], steps: int =
     out = []
     for start in range(0, n, batch_size):
         part = label[start : start + batch_size].to(device) if label is not None else None
-        out.append(SAMPLERS[method](denoiser, noise[start : start + batch_size].to(device), times, part).cpu())
+        out.append(SAMPLERS[method](denoiser, noise[start : start + batch_size].to(device), times, part,
+                                   callback).cpu())
     return torch.cat(out)
