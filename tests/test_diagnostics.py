@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from phasediff.denoisers import EmpiricalDenoiser, LocalWienerDenoiser, PatchPosteriorDenoiser, WienerDenoiser
-from phasediff.diagnostics import LocalityGap, RecoveryDiagram, forward_gap, locality_gap, recovery_diagram, \
-    trajectory_gap
+from phasediff.diagnostics import LocalityGap, RecoveryDiagram, forward_gap, recovery_diagram, trajectory_gap
 from phasediff.errors import PhasediffError
 from phasediff.info.result import CMIResult
 from phasediff.rundir import to_json
@@ -151,8 +150,8 @@ def test_patch_posterior_of_the_whole_image_matches_the_empirical_one():
     test = _images(n=8, shape=(1, 5, 5), seed=3)
     local = {1: PatchPosteriorDenoiser(train, 1), 4: PatchPosteriorDenoiser(train, 4)}
     exact = EmpiricalDenoiser(train)
-    for gap in (locality_gap(local, exact, test, times=[0.05, 0.3, 0.6, 0.9]),
-                locality_gap(local, exact, test, mode="trajectory", steps=8)):
+    for gap in (forward_gap(local, exact, test, times=[0.05, 0.3, 0.6, 0.9]),
+                trajectory_gap(local, exact, n=len(test), shape=test.shape[1:], steps=8)):
         assert gap.radii == [1, 4]
         assert np.max(gap.gap[:, 1]) < 1e-12
         assert np.max(gap.gap[:, 0]) > 1e-4  # radius 1 does differ, so the comparison can fail
@@ -202,11 +201,11 @@ def test_gap_refuses_bad_input():
     with pytest.raises(PhasediffError):
         forward_gap({1: d}, d, images, times=[0.5, 1.5])
     with pytest.raises(PhasediffError):
-        locality_gap({1: d}, d, images, mode="backward")
+        forward_gap({1: d}, d, None)
     with pytest.raises(PhasediffError):
-        locality_gap({1: d}, d, None)
+        trajectory_gap({1: d}, d, n=0, shape=(1, 5, 5))
     with pytest.raises(PhasediffError):
-        locality_gap({1: d}, d, images, mode="trajectory", times=[0.5])
+        trajectory_gap({1: d}, d, n=3, shape=(5, 5))
 
 
 def _table(column, times=(0.0, 0.25, 0.5, 0.75, 1.0), err=0.0):

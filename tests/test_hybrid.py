@@ -1,4 +1,4 @@
-"""The hybrid denoiser, schedule evaluation (time, evaluations, FLOPs, paired Frechet ratio) and the front."""
+"""Schedule evaluation (time, evaluations, FLOPs, paired Frechet ratio), the front, and the hybrid commands."""
 
 import numpy as np
 import pytest
@@ -6,24 +6,15 @@ import torch
 
 from phasediff.classifier import Classifier
 from phasediff.denoisers.local import LocalDenoiser
+from phasediff.denoisers.schedule import Schedule
 from phasediff.denoisers.unet import UNet
-from phasediff.diagnostics.hybrid import Hybrid, check_windows, global_steps, parse_window
-from phasediff.diagnostics.schedules import (ScheduleResult, compare_schedules, flops_per_image, frechet_ratio,
-                                             pareto_front, run_schedule, sweep_windows)
+from phasediff.diagnostics.schedules import (ScheduleResult, compare_schedules, flops_per_image, pareto_front,
+                                             run_schedule, sweep_windows)
 from phasediff.errors import PhasediffError
-from phasediff.metrics import QualityReport
-from phasediff.sampling import sample, time_grid
+from phasediff.metrics import QualityReport, frechet_ratio
+from phasediff.sampling import sample
 
 SHAPE = (1, 8, 8)
-
-
-class Constant(torch.nn.Module):
-    def __init__(self, value):
-        super().__init__()
-        self.value = value
-
-    def forward(self, x, t, label=None):
-        return torch.full_like(x, self.value)
 
 
 @pytest.fixture(scope="module")
@@ -31,55 +22,46 @@ def models():
     torch.manual_seed(0)
     local = LocalDenoiser(1, width=8).eval()
     global_ = UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8).eval()
-    return local, global_
-
-
-def test_hybrid_dispatches_per_sample_and_counts():
-    hybrid = Hybrid(Constant(0.0), Constant(1.0), [(0.2, 0.5)])
-    t = torch.tensor([0.1, 0.2, 0.35, 0.5, 0.9])
-    out = hybrid(torch.zeros(5, *SHAPE), t)
-    assert out[:, 0, 0, 0].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
-    assert hybrid.evaluations == {"local": 2, "global": 3}
-    hybrid(torch.zeros(3, *SHAPE), 0.3)
-    assert hybrid.evaluations == {"local": 2, "global": 6}
-
-
-def test_windows_parse_and_validate():
-    assert parse_window("0.2:0.5") == [(0.2, 0.5)]
-    assert parse_window("0.6:1, 0:0.2") == [(0.0, 0.2), (0.6, 1.0)]
-    assert parse_window("all") == [(0.0, 1.0)] and parse_window("none") == []
-    for bad in ("0.5", "a:b", "0.5:0.2", "0:1.5", "0:0.5,0.4:0.6"):
-        with pytest.raises(PhasediffError):
-            parse_window(bad)
-    with pytest.raises(PhasediffError):
-        check_windows([(0.1, 0.2, 0.3)])
+    return {"local": local, "global": global_}
 
 
 def test_paper_window_runs_the_global_model_ten_of_thirty_two_steps():
+    from phasediff.sampling import time_grid
+
     times = time_grid(32)[:-1].tolist()
-    assert global_steps([(0.2, 0.5)], times) == 10
-    assert global_steps([(0.0, 1.0)], times) == 32 and global_steps([], times) == 0
+    assert Schedule.hybrid([(0.2, 0.5)]).steps(times) == {"global": 10, "local": 22}
+    assert Schedule.hybrid([(0.0, 1.0)]).steps(times)["global"] == 32
+    assert Schedule.hybrid([]).steps(times) == {"local": 32}
 
 
 def test_all_global_schedule_equals_plain_sampling(models):
-    local, global_ = models
-    images, result = run_schedule("global", local, global_, [(0, 1)], 6, SHAPE, steps=4, seed=3, precision="fp32")
-    expected = sample(global_, 6, SHAPE, steps=4, seed=3).clamp(0, 1).numpy()
+    images, result = run_schedule("global", models, Schedule.hybrid([(0, 1)]), 6, SHAPE, steps=4, seed=3,
+                                  precision="fp32")
+    expected = sample(models["global"], 6, SHAPE, steps=4, seed=3).clamp(0, 1).numpy()
     np.testing.assert_array_equal(images, expected)
-    assert result.evaluations == {"local": 0, "global": 24} and result.global_steps == 4
-    assert result.flops == pytest.approx(24 * flops_per_image(global_, SHAPE))
+    assert result.evaluations == {"global": 24, "local": 0} and result.member_steps == {"global": 4, "local": 0}
+    assert result.flops == pytest.approx(24 * flops_per_image(models["global"], SHAPE))
 
 
 def test_flops_count_each_model_by_its_evaluations(models):
-    local, global_ = models
+    local, global_ = models["local"], models["global"]
     f_local, f_global = flops_per_image(local, SHAPE), flops_per_image(global_, SHAPE)
     assert 0 < f_local < f_global
     # 8 steps: t = 1, 7/8, ..., 1/8; the window [0.3, 0.6] holds t = 3/8, 4/8
-    _, result = run_schedule("lgl", local, global_, [(0.3, 0.6)], 5, SHAPE, steps=8, precision="fp32")
-    assert result.evaluations == {"local": 30, "global": 10}
+    _, result = run_schedule("lgl", models, Schedule.hybrid([(0.3, 0.6)]), 5, SHAPE, steps=8, precision="fp32")
+    assert result.evaluations == {"global": 10, "local": 30}
     assert result.flops == pytest.approx(30 * f_local + 10 * f_global)
     with pytest.raises(PhasediffError):
-        run_schedule("x", local, global_, [], 2, SHAPE, steps=2, precision="fp16")
+        run_schedule("x", models, Schedule.hybrid([]), 2, SHAPE, steps=2, precision="fp16")
+
+
+def test_a_guided_member_costs_two_passes():
+    torch.manual_seed(0)
+    g = UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8, num_classes=3).eval()
+    from phasediff.diagnostics.schedules import member_flops
+
+    flops = member_flops({"g": g}, Schedule.parse("0:0.5=g*3,g"), SHAPE)
+    assert flops["g*3"] == pytest.approx(2 * flops["g"])
 
 
 def test_frechet_ratio_is_paired():
@@ -100,7 +82,7 @@ def test_frechet_ratio_is_paired():
 def _result(name, seconds, fd):
     q = QualityReport(n=1, frechet=fd, frechet_low=fd, frechet_high=fd, frechet_plug_in=fd, confidence=1.0,
                       class_fractions=[1.0], memorised_fraction=None, median_nn_ratio=None)
-    return ScheduleResult(name=name, windows=[], n=1, steps=1, global_steps=0, seconds=seconds,
+    return ScheduleResult(name=name, schedule="local", n=1, steps=1, member_steps={}, seconds=seconds,
                           images_per_second=1 / seconds, evaluations={}, flops=0.0, quality=q)
 
 
@@ -116,20 +98,22 @@ def test_pareto_front_keeps_only_undominated_schedules():
 
 
 def test_compare_schedules_end_to_end(models):
-    local, global_ = models
     torch.manual_seed(0)
     judge = Classifier(channels=1, num_classes=3, width=8).eval()
     reference = np.random.default_rng(0).random((40, *SHAPE)).astype(np.float32)
-    schedules = {"global": [(0, 1)], "local": [], "lgl": [(0.2, 0.5)]}
-    results, grids = compare_schedules(schedules, local, global_, judge, reference, n=20, shape=SHAPE, steps=4,
+    schedules = {name: Schedule.hybrid(w) for name, w in (("global", [(0, 1)]), ("local", []),
+                                                          ("lgl", [(0.2, 0.5)]))}
+    results, grids = compare_schedules(models, schedules, judge, reference, n=20, shape=SHAPE, steps=4,
                                        baseline="global", rounds=5, keep_images=4)
     by_name = {r.name: r for r in results}
     assert by_name["global"].frechet_ratio["ratio"] == pytest.approx(1.0)
-    assert by_name["local"].evaluations["global"] == 0 and by_name["global"].evaluations["local"] == 0
+    assert by_name["local"].evaluations == {"local": 80} and by_name["global"].evaluations["local"] == 0
     assert all(r.quality.n == 20 and r.seconds > 0 for r in results)
     assert grids["lgl"].shape == (4, *SHAPE)
     with pytest.raises(PhasediffError):
-        compare_schedules(schedules, local, global_, judge, reference, n=2, shape=SHAPE, baseline="nope")
+        compare_schedules(models, schedules, judge, reference, n=2, shape=SHAPE, baseline="nope")
+    with pytest.raises(PhasediffError, match="uses cheap"):
+        compare_schedules(models, {"x": Schedule.parse("cheap")}, judge, reference, n=2, shape=SHAPE)
 
 
 @pytest.fixture(scope="module")
@@ -138,30 +122,63 @@ def checkpoints(tmp_path_factory, models):
     from phasediff.denoisers.checkpoint import save
 
     folder = tmp_path_factory.mktemp("ckpt")
-    local, global_ = models
+    local, global_ = models["local"], models["global"]
     extra = {"data": "digits", "image_shape": [1, 8, 8]}
     save(folder / "global", global_, extra, weights="ema")
     save(folder / "local", local, extra, weights="ema")
     from phasediff.data.registry import load_dataset
-    from phasediff.denoisers.wiener_local import WienerLocalDenoiser
+    from phasediff.denoisers.wiener_local import WienerPlusLocalDenoiser
 
     torch.manual_seed(0)
-    cheap = WienerLocalDenoiser(1, 8, width=4).fit_linear(load_dataset("digits", split="train").images)
+    cheap = WienerPlusLocalDenoiser(1, 8, width=4).fit_linear(load_dataset("digits", split="train").images)
     save(folder / "wiener-local", cheap, extra, weights="ema")
     torch.manual_seed(0)
     save(folder / "judge", Classifier(channels=1, num_classes=10, width=8), extra, weights="ema")
+    save(folder / "cond", UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8, num_classes=10), extra,
+         weights="ema")
     return folder
+
+
+def test_sample_command_with_schedules(cli_json, cli, checkpoints, tmp_path):
+    """A three-model schedule, the label only inside a window, and a guided hybrid, through the command line;
+    each equals the same composite built through the Python API."""
+    from phasediff.denoisers import load
+    from phasediff.denoisers.compose import Guided, Piecewise, Unconditional
+
+    bind = ["--model", f"local={checkpoints / 'local'}", "--model", f"g={checkpoints / 'cond'}",
+            "--model", f"cheap={checkpoints / 'wiener-local'}"]
+    three = cli_json("sample", *bind, "--schedule", "0:0.25=local,0.25:0.75=g,0.75:1=cheap", "--n", "3",
+                     "--steps", "4", "--out", tmp_path / "three.npz")
+    assert three["evaluations"] == {"local": 3, "g": 6, "cheap": 3}
+    window = cli_json("sample", *bind, "--schedule", "0.5:0.5=g*3,g", "--label", "7", "--n", "3", "--steps", "4",
+                      "--out", tmp_path / "window.npz")
+    assert window["evaluations"] == {"g*3": 3, "g": 9}
+    g = load(checkpoints / "cond")
+    by_hand = Piecewise([(0.5, 0.5, Guided(g, 3.0))], default=Unconditional(g))
+    expected = sample(by_hand, 3, SHAPE, steps=4, label=torch.full((3,), 7)).clamp(0, 1).numpy()
+    np.testing.assert_array_equal(np.load(tmp_path / "window.npz")["images"], expected)
+    guided = cli_json("sample", "--model", checkpoints / "cond", "--local", checkpoints / "local", "--window",
+                      "0.25:0.75", "--label", "2", "--guidance", "2", "--n", "2", "--steps", "4",
+                      "--out", tmp_path / "guided.npz")
+    assert guided["schedule"] == "0.25:0.75=global*2.0,local" and guided["evaluations"] == {"global*2.0": 6,
+                                                                                          "local": 2}
+    for extra in (["--schedule", "0:1=g*2"], ["--schedule", "0:1=g", "--label", "1"],
+                  ["--schedule", "0:0.5=g"], ["--schedule", "0:1=nobody"], ["--schedule", "0:1=g", "--local",
+                                                                            str(checkpoints / "local")]):
+        status, _, err = cli("sample", *bind, *extra, "--n", "2", "--steps", "2", "--out", tmp_path / "x.npz",
+                             "--quiet")
+        assert status == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.npz").exists(), extra
 
 
 def test_sample_command_with_a_hybrid(cli_json, checkpoints, tmp_path):
     out = tmp_path / "h.npz"
     summary = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
                        "0.25:0.5", "--n", "6", "--steps", "4", "--out", out)
-    assert summary["windows"] == [[0.25, 0.5]] and summary["evaluations"] == {"local": 12, "global": 12}
+    assert summary["schedule"] == "0.25:0.5=global,local" and summary["evaluations"] == {"global": 12, "local": 12}
     assert np.load(out)["images"].shape == (6, 1, 8, 8) and out.with_suffix(".png").exists()
     auto = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
                     "auto", "--tolerance", "0", "--n", "3", "--steps", "4", "--out", tmp_path / "a.npz")
-    assert auto["windows"] == [[0.25, 1.0]]  # tolerance 0: the global model runs wherever the two differ
+    assert auto["schedule"] == "0.25:1=global,local"  # tolerance 0: the global model runs wherever the two differ
     cheap = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "wiener-local",
                      "--window", "auto", "--n", "3", "--steps", "4", "--out", tmp_path / "w.npz")
     assert sum(cheap["evaluations"].values()) == 12 and np.load(tmp_path / "w.npz")["images"].shape == (3, 1, 8, 8)
@@ -201,8 +218,12 @@ def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
     assert {p.name for p in (tmp_path / "cmp").iterdir()} >= {"results.json", "table.md", "gap.png", "grid-0.png"}
     sweep = cli_json("hybrid-sweep", *common, "--lows", "0,0.5", "--highs", "0.5,1", "--out", tmp_path / "sweep")
     assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
-    assert sweep["fastest_meeting_bar"] in [s["name"] for s in sweep["schedules"]]
-    assert sweep["fewest_flops_meeting_bar"] in [s["name"] for s in sweep["schedules"]] and sweep["pareto_by_flops"]
+    meeting = [s for s in sweep["schedules"] if s["frechet_ratio"]["ratio"] <= sweep["quality_bar"]]
+    assert sweep["fastest_meeting_bar"] == min(meeting, key=lambda s: s["seconds"])["name"]
+    assert sweep["fewest_flops_meeting_bar"] == min(meeting, key=lambda s: s["flops"])["name"]
+    by_name = {s["name"]: s for s in sweep["schedules"]}
+    assert by_name["all-global"]["frechet_ratio"]["plug_in"] == 1.0
+    assert by_name["[0, 0.5]"]["member_steps"] == {"global": 2, "local": 2}
     assert (tmp_path / "sweep" / "pareto.png").exists() and (tmp_path / "sweep" / "gap.png").exists()
     assert len(sweep["gap"]["times"]) == len(sweep["gap"]["gap"]) > 0
 

@@ -213,39 +213,59 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     no_better, gap = restart["chain_val"] >= restart["amortised_val"], restart["generalisation_gap"]
     memorises = gap is not None and gap > neural_estimator.MEMORISATION_GAP
     assert (restart["reason"] is not None) == (no_better or memorises)
-    if no_better:  # the retrained copy starts from the amortised network and keeps its best: never worse
-        assert restart["restarted"] and restart["retrained_val"] <= restart["amortised_val"] + 1e-6
     assert restart["restarted"] == (restart["reason"] is not None and restart["retrained_val"] <= restart["chain_val"])
     assert runs[0]["after"] == ([] if restart["restarted"] else [0.5])
     assert runs[0]["best_val"] <= restart["amortised_val"] + 1e-6
     assert np.all(np.abs(chained.cmi[:2] - exact) < np.maximum(0.02, 4 * chained.stderr[:2])), (chained.cmi, exact)
 
 
+def _links_validating_at(value):
+    """`specialised_network` whose copies along a chain (not the first, not the retrained ones) report the
+    validation cross-entropy ``value`` (None: their own)."""
+    real = neural_estimator.specialised_network
+
+    def specialised(start, head, standardise, splits, t, settings, key, seed, chain=()):
+        special, meta = real(start, head, standardise, splits, t, settings, key, seed, chain)
+        if chain and value is not None:
+            meta = {**meta, "history": {**meta["history"], "best_val": value}}
+        return special, meta
+
+    return specialised
+
+
 def test_a_chain_link_no_better_than_the_amortised_network_or_memorising_is_retrained_from_it(tmp_path, monkeypatch):
     """The chain's copy at t is kept if it validates below the amortised network at t and does not memorise;
-    otherwise a copy is also trained from the amortised network and replaces it unless it validates worse
-    (and then the estimate is the unchained one)."""
+    otherwise a copy is also trained from the amortised network (never worse than it: it keeps its best
+    weights, the start included) and replaces it unless it validates worse (and then the estimate is the
+    unchained one)."""
     rng = np.random.default_rng(4)
     images = (rng.standard_normal((2000, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
     data = Dataset(images.astype(np.float32), None, "line")
     base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60)
     plain = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3), neural=settings_with(**base))
-    gap = neural_estimator.MEMORISATION_GAP
-    cases = ((-np.inf, 0.0, "no better than the amortised network"), (np.inf, 2 * gap, "memorises"),
-             (np.inf, gap / 2, None))
-    for amortised_val, link_gap, reason in cases:
-        monkeypatch.setattr(neural_estimator, "validation_loss_at", lambda *args, v=amortised_val: v)
-        monkeypatch.setattr(neural_estimator, "generalisation_gap", lambda history, g=link_gap: g)
+    real_val, real_gap, gap = (neural_estimator.validation_loss_at, neural_estimator.generalisation_gap,
+                               neural_estimator.MEMORISATION_GAP)
+    cases = (  # (amortised network's validation, chain link's validation, link's gap, reason, restarted)
+        (None, np.inf, None, "no better than the amortised network", True),
+        (np.inf, 1e9, 2 * gap, "memorises", True),
+        (-np.inf, -1e9, None, "no better than the amortised network", False),
+        (np.inf, None, gap / 2, None, False),
+    )
+    for amortised_val, link_val, link_gap, reason, restarted in cases:
+        monkeypatch.setattr(neural_estimator, "validation_loss_at",
+                            real_val if amortised_val is None else lambda *args, v=amortised_val: v)
+        monkeypatch.setattr(neural_estimator, "generalisation_gap",
+                            real_gap if link_gap is None else lambda history, g=link_gap: g)
+        monkeypatch.setattr(neural_estimator, "specialised_network", _links_validating_at(link_val))
         chained = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3),
                               neural=settings_with(**base, specialise_chain=True))
         link = chained.details["specialised"][0]["restart"]
-        assert link["reason"] == reason
-        if reason is None:
-            assert not link["restarted"] and "retrained_val" not in link
-        else:
-            assert link["restarted"] == (link["retrained_val"] <= link["chain_val"])
-        assert chained.details["specialised"][0]["after"] == ([] if link["restarted"] else [0.5])
-        if link["restarted"]:
+        assert (link["reason"], link["restarted"]) == (reason, restarted)
+        assert ("retrained_val" in link) == (reason is not None)
+        assert chained.details["specialised"][0]["after"] == ([] if restarted else [0.5])
+        if amortised_val is None:
+            assert link["retrained_val"] <= link["amortised_val"] + 1e-6
+        if restarted:
             np.testing.assert_array_equal(chained.cmi, plain.cmi)
 
 
@@ -255,18 +275,31 @@ def test_generalisation_gap_is_read_at_the_best_step():
     assert neural_estimator.generalisation_gap({**history, "best_step": 0}) is None
 
 
-def test_a_specialisation_runs_all_its_steps(tmp_path):
+def test_a_specialisation_runs_all_its_steps(tmp_path, monkeypatch):
     """Early stopping ends the amortised training only: a specialisation starts from a network already good
     at its t, so it runs every step (keeping the best weights) even when the first checks bring no gain."""
     rng = np.random.default_rng(3)
     images = (rng.standard_normal((1500, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
     data = Dataset(images.astype(np.float32), None, "line")
+    real_train, specialisations = neural_estimator.train, []
+
+    def train(*args, fixed_t=None, **kwargs):
+        history = real_train(*args, fixed_t=fixed_t, **kwargs)
+        if fixed_t is not None:
+            specialisations.append(history)
+        return history
+
+    monkeypatch.setattr(neural_estimator, "train", train)
     impatient = replace(TrainConfig(), epochs=1, eval_every=10, patience=1, specialise=150)
     result = measure_cmi(data, [0.3, 0.6], [1], estimator="neural", site=(0, 3),
                          neural=settings_with(train=impatient, test=500, val=300, net=NetConfig(width=32),
                                               components=2, cache=tmp_path))
-    assert [run["steps"] for run in result.details["specialised"]] == [150, 150]
-    assert all(run["best_step"] <= 150 for run in result.details["specialised"])
+    runs = result.details["specialised"]
+    assert [run["steps"] for run in runs] == [150, 150] and len(specialisations) == 2
+    for run, history in zip(runs, specialisations):
+        assert history["step"] == list(range(0, 151, 10)) and history["stop"] == "epochs"
+        best = int(np.argmin(history["val"]))
+        assert (run["best_step"], run["best_val"]) == (history["step"][best], history["val"][best])
 
 
 def test_cli_rejects_bad_specialisation_and_pooling(cli, tmp_path):

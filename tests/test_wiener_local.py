@@ -4,7 +4,7 @@ import torch
 
 from phasediff.denoisers import load
 from phasediff.denoisers.analytic import WienerDenoiser
-from phasediff.denoisers.wiener_local import WienerLocalDenoiser
+from phasediff.denoisers.wiener_local import WienerPlusLocalDenoiser
 from phasediff.errors import PhasediffError
 from test_denoisers import locality_violations
 
@@ -20,7 +20,7 @@ def _images(n=400, size=10, seed=0):
 @pytest.mark.parametrize("t", [0.0, 1e-3, 0.3, 0.8, 1.0])
 def test_with_no_local_correction_it_is_the_wiener_denoiser(t):
     images = _images()
-    net = WienerLocalDenoiser(2, 10, width=8).fit_linear(images)
+    net = WienerPlusLocalDenoiser(2, 10, width=8).fit_linear(images)
     torch.nn.init.zeros_(net.local.head.weight)
     torch.nn.init.zeros_(net.local.head.bias)
     x0 = torch.from_numpy(images[:6])
@@ -33,7 +33,7 @@ def test_with_no_local_correction_it_is_the_wiener_denoiser(t):
 
 def test_the_correction_is_strictly_local_and_the_sum_is_not():
     torch.manual_seed(0)
-    net = WienerLocalDenoiser(3, 29, width=8, position_channels=True).fit_linear(
+    net = WienerPlusLocalDenoiser(3, 29, width=8, position_channels=True).fit_linear(
         np.random.default_rng(1).random((200, 1, 29, 29)))
     x, t = torch.rand(3, 1, 29, 29), torch.full((3,), 0.4)
     torch.testing.assert_close(net.predict(x, t, None), net.local.predict(x, t, None) + net.linear_velocity(x, t),
@@ -54,10 +54,10 @@ def test_trains_from_the_command_line_and_loads_with_its_linear_part(cli, tmp_pa
                          "--position-channels", "--batch-size", "16", "--steps", "3", "--out", run, "--quiet")
     assert status == 0, err
     net = load(run / "model")
-    assert isinstance(net, WienerLocalDenoiser) and net.local.radius == 1
+    assert isinstance(net, WienerPlusLocalDenoiser) and net.local.radius == 1
     from phasediff.data.registry import load_dataset
 
-    fitted = WienerLocalDenoiser(1, net.image_size).fit_linear(load_dataset("digits", split="train").images)
+    fitted = WienerPlusLocalDenoiser(1, net.image_size).fit_linear(load_dataset("digits", split="train").images)
     torch.testing.assert_close(net.mean, fitted.mean)
     torch.testing.assert_close(net.eigenvalues, fitted.eigenvalues)
     status, _, err = cli("train", "digits", "--model", "wiener-local", "--radius", "1", "--crop", "6",

@@ -43,12 +43,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(device: bool = False) -> argparse.ArgumentParser:
+    """Options every command takes; ``device`` adds --device to the commands that run networks."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same numbers")
-    common.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    if device:
+        common.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     return common
 
 
@@ -58,31 +60,32 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None, help="number of images (default: all; synthetic: 10,000)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
+def _precision_arg(parser, default: str, what: str = "the networks") -> None:
+    parser.add_argument("--precision", default=default, choices=PRECISIONS,
+                        help=f"bf16 autocast, fp32, or auto (bf16 where the hardware multiplies it natively, fp32 "
+                        f"elsewhere) for {what} (default {default})")
 
-    common = _common()
-    parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
-                     "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
-    parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+def _add_data(commands) -> None:
     data = commands.add_parser("data", help="inspect, plot and export datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    info = data_commands.add_parser("info", parents=[common], help="summary statistics (n, shape, min, max, mean, "
-                                    "std, classes, source)")
+    info = data_commands.add_parser("info", parents=[_common()], help="summary statistics (n, shape, min, max, "
+                                    "mean, std, classes, source)")
     _data_args(info)
-    show = data_commands.add_parser("show", parents=[common], help="write a PNG grid of samples")
+    show = data_commands.add_parser("show", parents=[_common()], help="write a PNG grid of samples")
     _data_args(show)
     show.add_argument("--out", required=True, type=Path, help="output .png")
     show.add_argument("--count", type=int, default=64, help="images in the grid (default 64)")
-    export = data_commands.add_parser("export", parents=[common], help="write images and labels to an .npz file")
+    export = data_commands.add_parser("export", parents=[_common()], help="write images and labels to an .npz file")
     _data_args(export)
     export.add_argument("--out", required=True, type=Path, help="output .npz (keys images, labels)")
 
-    cmi = commands.add_parser("cmi", parents=[common], help="conditional mutual information I_t(A:C|B_r) on a "
-                              "(t, r) grid", description="Estimate I_t(A:C|B_r) in nats. A is the pixel (or "
-                              "K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C the rest.")
+
+def _add_cmi(commands) -> None:
+    cmi = commands.add_parser("cmi", parents=[_common(device=True)], help="conditional mutual information "
+                              "I_t(A:C|B_r) on a (t, r) grid", description="Estimate I_t(A:C|B_r) in nats. A is the "
+                              "pixel (or K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C "
+                              "the rest.")
     _data_args(cmi)
     cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian", "neural", "mine"),
                      help="exact: closed form of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a "
@@ -90,48 +93,56 @@ def build_parser() -> argparse.ArgumentParser:
                      "jackknife standard errors (default); neural: difference of held-out cross-entropies of one "
                      "network for every t and r, paired standard errors and bootstrap intervals; mine: "
                      "Donsker-Varadhan bounds of I(A:BC) - I(A:B_r), see --mine-protocol")
-    cmi.add_argument("--mine-protocol", default="sound", choices=("sound", "paper"),
-                     help="mine: sound (fresh noise, held-out evaluation, s.e.) or paper (one noise draw per image, "
-                     "bound averaged over the last 10%% of training, max of runs, clipped at 0)")
-    cmi.add_argument("--mine-steps", type=int, default=1500, help="mine: training steps per critic (default 1500)")
-    cmi.add_argument("--mine-runs", type=int, default=1, help="mine: runs of the I(A:BC) critic (paper: 3)")
-    cmi.add_argument("--mine-batch", type=int, default=256, help="mine: training batch size (default 256; paper: 100)")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
     cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
     cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
     cmi.add_argument("--patch", type=int, default=1, help="A is a K x K patch (default 1: one pixel)")
     cmi.add_argument("--samples", type=int, default=4000, help="Monte Carlo samples of the exact gmm estimator")
     cmi.add_argument("--ridge", type=float, default=1e-4, help="ridge added to the empirical covariance (gaussian)")
-    cmi.add_argument("--epochs", type=float, default=None, help="neural: training epochs (default 12)")
-    cmi.add_argument("--budget", type=float, default=None, help="neural: stop training after this many seconds")
-    cmi.add_argument("--specialise", type=int, default=None, help="neural: after the amortised training, train a "
-                     "copy of the network at each t alone for this many steps (dearer, closer to exact; default 0; "
-                     "validated: 5000 with --specialise-chain)")
-    cmi.add_argument("--specialise-chain", action="store_true", help="neural: specialise from the largest t down, "
-                     "each copy starting from the previous one (the low t inherit every specialisation above); a copy "
-                     "that ends no better than the amortised network at its t, or that memorises the training "
-                     "images, is retrained from it and replaced unless the retrained one validates worse")
-    cmi.add_argument("--pool", type=int, default=0, help="neural: also train on every site within K pixels of A "
-                     "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
-    cmi.add_argument("--train-precision", default=None, choices=PRECISIONS,
-                     help="neural: bf16 autocast, fp32, or auto (bf16 where the hardware has it natively) for the "
-                          "training passes (default fp32; evaluation is fp32)")
-    cmi.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
-                     help="neural: posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
-    cmi.add_argument("--cache", default=None, help="neural: folder of trained networks (default: the data cache's "
-                     "neural/; 'none' to retrain every time)")
     cmi.add_argument("--delta", type=float, default=0.005, help="threshold of the nonlocality window, nats "
                      "(default 0.005)")
     cmi.add_argument("--out", type=Path, default=None, help="run directory: config.yaml, results.json, "
                      "arrays.npz, heatmap.png, cmi_vs_r.png, markov_length.png")
     cmi.add_argument("--force", action="store_true", help="replace an existing run directory")
+    neural = cmi.add_argument_group("neural estimator")
+    neural.add_argument("--epochs", type=float, default=None, help="training epochs (default 12)")
+    neural.add_argument("--budget", type=float, default=None, help="stop training after this many seconds")
+    neural.add_argument("--specialise", type=int, default=None, help="after the amortised training, train a "
+                        "copy of the network at each t alone for this many steps (dearer, closer to exact; default "
+                        "0; validated: 5000 with --specialise-chain)")
+    neural.add_argument("--specialise-chain", action="store_true", help="specialise from the largest t down, "
+                        "each copy starting from the previous one (the low t inherit every specialisation above); a "
+                        "copy that ends no better than the amortised network at its t, or that memorises the "
+                        "training images, is retrained from it and replaced unless the retrained one validates "
+                        "worse")
+    neural.add_argument("--pool", type=int, default=0, help="also train on every site within K pixels of A "
+                        "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
+    neural.add_argument("--train-precision", default=None, choices=PRECISIONS,
+                        help="bf16 autocast, fp32, or auto (bf16 where the hardware has it natively) for the "
+                             "training passes (default fp32; evaluation is fp32)")
+    neural.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
+                        help="posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
+    neural.add_argument("--cache", default=None, help="folder of trained networks (default: the data cache's "
+                        "neural/; 'none' to retrain every time)")
+    mine = cmi.add_argument_group("MINE estimator")
+    mine.add_argument("--mine-protocol", default="sound", choices=("sound", "paper"),
+                      help="sound (fresh noise, held-out evaluation, s.e.) or paper (one noise draw per image, "
+                      "bound averaged over the last 10%% of training, max of runs, clipped at 0)")
+    mine.add_argument("--mine-steps", type=int, default=1500, help="training steps per critic (default 1500)")
+    mine.add_argument("--mine-runs", type=int, default=1, help="runs of the I(A:BC) critic (paper: 3)")
+    mine.add_argument("--mine-batch", type=int, default=256, help="training batch size (default 256; paper: 100)")
 
-    study = commands.add_parser("study", parents=[common], help="the default study: CMI heatmaps on MNIST and "
+
+def _add_study(commands) -> None:
+    study = commands.add_parser("study", parents=[_common()], help="the default study: CMI heatmaps on MNIST and "
                                 "on the exact models, with figures and a summary")
     study.add_argument("--out", type=Path, default=Path("study"), help="output folder (default ./study)")
     study.add_argument("--force", action="store_true", help="replace an existing output folder")
-    train = commands.add_parser("train", parents=[common], help="train a network: a strictly local denoiser of "
-                                "radius R, a global U-Net, or the classifier that judges samples")
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser("train", parents=[_common(device=True)], help="train a network: a strictly local "
+                                "denoiser of radius R, a global U-Net, or the classifier that judges samples")
     train.add_argument("spec", help=SPEC_HELP)
     train.add_argument("--model", required=True, choices=("local", "wiener-local", "global", "classifier"),
                        help="wiener-local: the Wiener denoiser of the training moments plus a local network")
@@ -150,40 +161,69 @@ def build_parser() -> argparse.ArgumentParser:
                        "classifier, 5e-4 global)")
     train.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights")
-    train.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="bf16 autocast, fp32, or auto (bf16 where native)")
+    _precision_arg(train, "fp32", "training")
     train.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     train.add_argument("--out", type=Path, required=True, help="run directory (model.safetensors + model.json)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--init", type=Path, default=None, help="start from the weights of this checkpoint (same "
                        "architecture; fresh optimiser); the sidecar records it and the steps it had")
 
-    sample = commands.add_parser("sample", parents=[common], help="draw samples from a trained denoiser")
-    sample.add_argument("--model", required=True, type=Path, help="checkpoint (X, X.safetensors or X.json)")
+
+SCHEDULE_HELP = ("which model runs at which t, e.g. '0:0.1=local,0.1:0.8=global,0.8:1=cheap': pieces A:B=NAME "
+                 "(A <= t <= B; the first listed wins at a shared end), and optionally a bare NAME last that runs "
+                 "wherever no piece does ('0.2:0.5=global,local' is the paper's hybrid). NAME*S guides NAME with "
+                 "--label at scale S (*1: plainly conditional); a plain NAME never sees the label, so "
+                 "'0.4:0.5=g*3,g' applies the class only inside [0.4, 0.5]. Names are bound by --model NAME=PATH")
+
+
+def _add_sample(commands) -> None:
+    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
+
+    sample = commands.add_parser("sample", parents=[_common(device=True)], help="draw samples from a trained "
+                                 "denoiser, a local / global hybrid, or a schedule of several models")
+    sample.add_argument("--model", required=True, action="append", help="checkpoint (X, X.safetensors or X.json); "
+                        "with --schedule, NAME=PATH, repeated")
     sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     sample.add_argument("--steps", type=int, default=32, help="integration steps from t = 1 to 0 (default 32)")
     sample.add_argument("--method", default="euler", choices=("euler", "heun"))
     sample.add_argument("--label", type=int, default=None, help="class label for a conditional model")
-    sample.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
+    sample.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of --model "
+                        "(default 1: conditional)")
     sample.add_argument("--batch-size", type=int, default=500)
     sample.add_argument("--out", type=Path, required=True, help="output .npz (images (N, C, H, W) in [0, 1]); a "
                         "PNG grid is written beside it")
-    _hybrid_args(sample, hybrid=False)
+    hybrid = sample.add_argument_group("hybrid and schedules")
+    hybrid.add_argument("--local", type=Path, default=None, help="local checkpoint: sample a hybrid that runs "
+                        "the --model inside --window and this one outside it")
+    hybrid.add_argument("--window", default=None, help="global window(s): auto (from the measured locality "
+                        "gap), A:B, A:B,C:D, all or none")
+    hybrid.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
+                        f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
+    hybrid.add_argument("--schedule", default=None, help=SCHEDULE_HELP)
+    _precision_arg(sample, "fp32")
 
-    convert = commands.add_parser("convert", parents=[common], help="copy a checkpoint, storing its weights as "
+
+def _add_convert(commands) -> None:
+    convert = commands.add_parser("convert", parents=[_common()], help="copy a checkpoint, storing its weights as "
                                   "bfloat16 (half the size) or float32")
     convert.add_argument("source", type=Path, help="checkpoint (X, X.safetensors or X.json)")
     convert.add_argument("destination", type=Path, help="new checkpoint path X (writes X.safetensors, X.json)")
     convert.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
 
-    judge = commands.add_parser("judge", parents=[common], help="quality of samples against a dataset's test split")
+
+def _add_judge(commands) -> None:
+    judge = commands.add_parser("judge", parents=[_common()], help="quality of samples against a dataset's test split")
     judge.add_argument("samples", type=Path, help=".npz with images (N, C, H, W) in [0, 1]")
     judge.add_argument("--data", required=True, help="dataset whose test split is the reference (mnist, ...)")
     judge.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one)")
     judge.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour check")
 
-    diagram = commands.add_parser("diagram", parents=[common], help="phase diagram of local denoising: recovery "
-                                  "error and locality gap over (t, r)")
+
+def _add_diagram(commands) -> None:
+    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
+
+    diagram = commands.add_parser("diagram", parents=[_common(device=True)], help="phase diagram of local "
+                                  "denoising: recovery error and locality gap over (t, r)")
     diagram.add_argument("--data", required=True, help="dataset whose test split is noised (mnist, ...)")
     diagram.add_argument("--local", required=True, help="local checkpoints, comma-separated (one per radius)")
     diagram.add_argument("--model", type=Path, default=None, help="global checkpoint (for the network gap)")
@@ -196,44 +236,42 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--cmi", type=Path, default=None, help="results.json of a cmi run, shown beside the gap")
     diagram.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                          help=f"gap level that defines the windows (default {DEFAULT_TOLERANCE:g})")
-    diagram.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                         help="bf16 autocast, fp32, or auto (bf16 where native) for the networks "
-                         "(the analytic family runs in full precision)")
+    _precision_arg(diagram, "fp32", "the networks (the analytic family runs in full precision)")
     diagram.add_argument("--out", type=Path, required=True, help="run directory")
     diagram.add_argument("--force", action="store_true", help="replace a finished run in --out")
 
-    for name, text in (("hybrid", "the paper's hybrid schedules and the automatic window, judged and timed"),
-                       ("hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")):
-        sub = commands.add_parser(name, parents=[common], help=text)
-        sub.add_argument("--model", required=True, type=Path, help="global checkpoint")
-        sub.add_argument("--local", required=True, type=Path, help="local checkpoint")
-        sub.add_argument("--n", type=int, default=5000 if name == "hybrid" else 1000, help="samples per schedule")
-        sub.add_argument("--steps", type=int, default=32, help="Euler steps from t = 1 to 0 (default 32)")
-        sub.add_argument("--batch-size", type=int, default=500)
-        sub.add_argument("--data", default=None, help="reference dataset (default: the global model's)")
-        sub.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
-        sub.add_argument("--out", type=Path, required=True, help="run directory")
-        sub.add_argument("--force", action="store_true", help="replace a finished run in --out")
-        _hybrid_args(sub, hybrid=True)
-        if name == "hybrid-sweep":
-            sub.add_argument("--lows", default="0:0.4:0.1", help="window starts, list or A:B:STEP (default 0:0.4:0.1)")
-            sub.add_argument("--highs", default="0.3:1:0.1", help="window ends (default 0.3:1:0.1)")
-    return parser
 
-
-def _hybrid_args(parser: argparse.ArgumentParser, hybrid: bool) -> None:
+def _add_hybrid(commands, name: str, text: str) -> None:
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 
-    if not hybrid:
-        parser.add_argument("--local", type=Path, default=None, help="local checkpoint: sample a hybrid that runs "
-                            "the --model inside --window and this one outside it")
-        parser.add_argument("--window", default=None, help="global window(s): auto (from the measured locality "
-                            "gap), A:B, A:B,C:D, all or none")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
-                        f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
-    parser.add_argument("--precision", default="auto" if hybrid else "fp32", choices=PRECISIONS,
-                        help="bf16 autocast, fp32, or auto (bf16 where the hardware multiplies it natively, fp32 "
-                        f"elsewhere) for the networks (default {'auto' if hybrid else 'fp32'})")
+    sub = commands.add_parser(name, parents=[_common(device=True)], help=text)
+    sub.add_argument("--model", required=True, type=Path, help="global checkpoint")
+    sub.add_argument("--local", required=True, type=Path, help="local checkpoint")
+    sub.add_argument("--n", type=int, default=5000 if name == "hybrid" else 1000, help="samples per schedule")
+    sub.add_argument("--steps", type=int, default=32, help="Euler steps from t = 1 to 0 (default 32)")
+    sub.add_argument("--batch-size", type=int, default=500)
+    sub.add_argument("--data", default=None, help="reference dataset (default: the global model's)")
+    sub.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
+    sub.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
+                     f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
+    _precision_arg(sub, "auto")
+    sub.add_argument("--out", type=Path, required=True, help="run directory")
+    sub.add_argument("--force", action="store_true", help="replace a finished run in --out")
+    if name == "hybrid-sweep":
+        sub.add_argument("--lows", default="0:0.4:0.1", help="window starts, list or A:B:STEP (default 0:0.4:0.1)")
+        sub.add_argument("--highs", default="0.3:1:0.1", help="window ends (default 0.3:1:0.1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
+                     "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
+    parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram):
+        add(commands)
+    _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic window, judged and timed")
+    _add_hybrid(commands, "hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")
+    return parser
 
 
 def resolve_device(name: str) -> str:
@@ -382,18 +420,66 @@ def cmd_train(args) -> None:
           f"validation {summary.get('val_loss', float('nan')):.4f}; wrote {args.out}")
 
 
+def _named_models(entries: list[str]) -> dict[str, Path]:
+    """--model NAME=PATH entries -> {NAME: PATH}."""
+    from phasediff.denoisers.schedule import NAME
+
+    models = {}
+    for entry in entries:
+        name, equals, path = entry.partition("=")
+        if not equals or not NAME.fullmatch(name):
+            raise PhasediffError(f"with --schedule, name every model: --model NAME=PATH, got {entry!r}")
+        if name in models:
+            raise PhasediffError(f"two models are named {name!r}")
+        models[name] = Path(path)
+    return models
+
+
+def _sample_plan(args, device: str):
+    """(models, image shape, schedule) of ``sample``: one model, a hybrid (--local, --window) or a schedule."""
+    from phasediff.denoisers.schedule import Schedule
+    from phasediff.diagnostics.window import resolve_windows
+    from phasediff.report.hybrid import load_pair
+    from phasediff.report.samples import load_models
+
+    if args.guidance != 1.0 and args.label is None:
+        raise PhasediffError("--guidance needs --label")
+    member = "global" if args.label is None else f"global*{float(args.guidance)!r}"
+    if args.schedule is not None:
+        if args.local is not None or args.window is not None:
+            raise PhasediffError("--schedule replaces --local and --window; name the models with --model NAME=PATH")
+        if args.guidance != 1.0:
+            raise PhasediffError("with --schedule, write the guidance into it (NAME*S), not --guidance")
+        schedule = Schedule.parse(args.schedule)
+        models, shape = load_models(_named_models(args.model), device)
+        return models, shape, schedule
+    if len(args.model) != 1:
+        raise PhasediffError("several --model need a --schedule that says when each runs")
+    if (args.local is None) != (args.window is None):
+        raise PhasediffError("--local and --window go together")
+    if args.local is None:
+        models, shape = load_models({"global": Path(args.model[0])}, device)
+        return models, shape, Schedule((), member)
+    models, shape = load_pair(Path(args.model[0]), args.local, device)
+    windows = resolve_windows(args.window, models["local"], models["global"], shape, steps=args.steps,
+                              tolerance=args.tolerance, seed=args.seed)
+    return models, shape, Schedule.hybrid(windows, inside=member)
+
+
 def cmd_sample(args) -> None:
-    from phasediff.report.hybrid import sample_to_file
+    from phasediff.report.samples import SampleOptions, sample_to_file
 
     out = check_output_file(args.out, (".npz",))
     _check_positive(args, "n", "steps", "batch_size")
     _check_tolerance(args.tolerance)
-    summary = sample_to_file(args.model, out, n=args.n, steps=args.steps, method=args.method, seed=args.seed,
-                             label=args.label, guidance=args.guidance, batch_size=args.batch_size,
-                             device=resolve_device(args.device), local=args.local, window=args.window,
-                             tolerance=args.tolerance, precision=args.precision)
+    device = resolve_device(args.device)
+    models, shape, schedule = _sample_plan(args, device)
+    options = SampleOptions(n=args.n, steps=args.steps, method=args.method, seed=args.seed,
+                            batch_size=args.batch_size, device=device, precision=args.precision)
+    summary = sample_to_file(models, shape, schedule, out, options, label=args.label,
+                             title=", ".join(Path(m.partition("=")[2] or m).name for m in args.model))
     _emit(args, summary, f"wrote {summary['n']} samples to {out} and {summary['grid']} "
-          f"({summary['seconds']:.1f} s)")
+          f"({summary['seconds']:.1f} s; {summary['schedule']})")
 
 
 def _check_positive(args, *names: str) -> None:
@@ -418,7 +504,7 @@ def cmd_convert(args) -> None:
 
 
 def cmd_judge(args) -> None:
-    from phasediff.report.hybrid import judge_file
+    from phasediff.report.samples import judge_file
 
     if not args.samples.is_file():
         raise PhasediffError(f"{args.samples} not found")
@@ -444,7 +530,7 @@ def cmd_diagram(args) -> None:
     summary = run_diagram(args.data, local, args.out, global_checkpoint=args.model, n_images=args.images,
                           t_final=parse_list(args.t_final, float, "--t-final"), steps=args.steps,
                           analytic_train=args.analytic, cmi=args.cmi, tolerance=args.tolerance, seed=args.seed,
-                          precision=args.precision, force=args.force)
+                          precision=args.precision, device=resolve_device(args.device), force=args.force)
     _emit(args, summary, "\n".join(summary["summary"]) + f"\nwrote {args.out}")
 
 
@@ -456,7 +542,8 @@ def cmd_hybrid(args) -> None:
     _check_tolerance(args.tolerance)
     check_run_dir(args.out, args.force)
     common = dict(data=args.data, judge=args.judge, n=args.n, steps=args.steps, seed=args.seed,
-                  tolerance=args.tolerance, batch_size=args.batch_size, precision=args.precision, force=args.force)
+                  tolerance=args.tolerance, batch_size=args.batch_size, precision=args.precision,
+                  device=resolve_device(args.device), force=args.force)
     if args.command == "hybrid":
         summary = hybrid_comparison(args.model, args.local, args.out, **common)
     else:
@@ -478,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     set_quiet(args.quiet)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(getattr(args, "device", "cpu"))
         for name in ("precision", "train_precision"):
             if getattr(args, name, None):
                 setattr(args, name, resolve_precision(getattr(args, name), device.split(":")[0], warn=True))

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from phasediff.denoisers.base import check_inputs
 from phasediff.errors import PhasediffError
 
 T_MIN = 1e-6  # t is clamped to at least this (t = 0 is allowed), so nothing divides by zero
@@ -42,29 +43,13 @@ def _train_images(images, dtype: torch.dtype) -> Tensor:
     return images
 
 
-def _query(x_t: Tensor, shape: tuple[int, ...] | None, like: Tensor) -> Tensor:
-    """Validate x_t (B, *shape), any (B, C, H, W) if shape is None; return it in the dtype and on the
-    device of ``like``."""
-    if (not isinstance(x_t, Tensor) or x_t.ndim != 4 or x_t.shape[0] < 1
-            or (shape is not None and tuple(x_t.shape[1:]) != tuple(shape))):
-        got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-        want = "C, H, W" if shape is None else ", ".join(map(str, shape))
-        raise PhasediffError(f"x_t must be a tensor of shape (B, {want}), got {got}")
+def _inputs(x_t: Tensor, t, shape: tuple[int, ...] | None, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(x_t, t) checked by `check_inputs` (x_t of shape (B, *shape), any (B, C, H, W) if shape is None) and
+    finite, in the dtype and on the device of ``like``; t clamped below at T_MIN."""
+    t = check_inputs(x_t, t, shape, like)
     if not bool(torch.isfinite(x_t).all()):
         raise PhasediffError("x_t contains NaN or infinite values")
-    return x_t.to(device=like.device, dtype=like.dtype)
-
-
-def _times(t, batch: int, like: Tensor) -> Tensor:
-    """t as a (batch,) tensor in [0, 1], clamped below at T_MIN."""
-    t = torch.as_tensor(t.detach() if isinstance(t, Tensor) else t, dtype=like.dtype, device=like.device)
-    if t.ndim == 0:
-        t = t.expand(batch)
-    if t.shape != (batch,):
-        raise PhasediffError(f"t must be a float or a tensor of shape ({batch},), got {tuple(t.shape)}")
-    if not bool(((t >= 0) & (t <= 1)).all()):
-        raise PhasediffError("t must lie in [0, 1]")
-    return t.clamp(min=T_MIN)
+    return x_t.to(device=like.device, dtype=like.dtype), t.clamp(min=T_MIN)
 
 
 def _radius(radius, height: int, width: int) -> int:
@@ -206,8 +191,9 @@ class EmpiricalDenoiser(nn.Module):
         self.chunk = _check_chunk(chunk)
 
     def forward(self, x_t: Tensor, t, label=None) -> Tensor:
-        y = _query(x_t, self.image_shape, self.table).flatten(1)
-        scale, offset = _logit_coefficients(_times(t, len(y), self.table))
+        y, t = _inputs(x_t, t, self.image_shape, self.table)
+        y = y.flatten(1)
+        scale, offset = _logit_coefficients(t)
         query = torch.cat([offset[:, None], y * scale[:, None]], 1)
         mean = RunningMean(query, _reuse(query))
         for block in self.table.split(_chunk(self.chunk, len(y))):
@@ -263,9 +249,10 @@ class PatchPosteriorDenoiser(nn.Module):
         return f"radius={self.radius}, locations={self.locations!r}, train={self.rows.shape[1]}"
 
     def forward(self, x_t: Tensor, t, label=None) -> Tensor:
-        x = _query(x_t, self.image_shape, self.rows).flatten(1)
+        x, t = _inputs(x_t, t, self.image_shape, self.rows)
+        x = x.flatten(1)
         batch, pixels = len(x), len(self.index)
-        scale, offset = _logit_coefficients(_times(t, batch, self.rows))
+        scale, offset = _logit_coefficients(t)
         patches = F.pad(x, (0, 1))[:, self.patch_index] * scale[:, None, None]  # (B, P, K)
         query = torch.cat([offset[:, None, None].expand(batch, pixels, 1), patches], -1)
         out = self._same(query) if self.locations == "same" else self._all(query)  # (B, C, P)
@@ -389,10 +376,10 @@ class WienerDenoiser(nn.Module):
         return cls(mean, covariance, shape)
 
     def forward(self, x_t: Tensor, t, label=None) -> Tensor:
-        x = _query(x_t, self.image_shape, self.mean).flatten(1)
+        x, t = _inputs(x_t, t, self.image_shape, self.mean)
+        x, t = x.flatten(1), t[:, None]
         if x.shape[1] != len(self.mean):
             raise PhasediffError(f"x_t holds {x.shape[1]} values per image, the Wiener model {len(self.mean)}")
-        t = _times(t, len(x), self.mean)[:, None]
         out = self.mean + spectral_filter(x, self.mean, self.eigenvectors, _gain(self.eigenvalues, t), t)
         return out.reshape(x_t.shape).to(device=x_t.device, dtype=x_t.dtype)
 
@@ -447,8 +434,8 @@ class LocalWienerDenoiser(nn.Module):
         return index, centre
 
     def forward(self, x_t: Tensor, t, label=None) -> Tensor:
-        x = _query(x_t, self.image_shape, self.mean).flatten(1)
-        t = _times(t, len(x), self.mean)
+        x, t = _inputs(x_t, t, self.image_shape, self.mean)
+        x = x.flatten(1)
         channels = self.image_shape[0]
         pixels = len(self.index)
         centred = F.pad(x, (0, 1))[:, self.index] - (1 - t)[:, None, None] * self.padded_mean[self.index]

@@ -38,7 +38,7 @@ class Denoiser(Protocol):
 # The project's architectures: config()["arch"] -> "module:class", imported when first built.
 ARCHITECTURES = {
     "local": "phasediff.denoisers.local:LocalDenoiser",
-    "wiener-local": "phasediff.denoisers.wiener_local:WienerLocalDenoiser",
+    "wiener-local": "phasediff.denoisers.wiener_local:WienerPlusLocalDenoiser",
     "unet": "phasediff.denoisers.unet:UNet",
     "classifier": "phasediff.classifier:Classifier",
 }
@@ -55,6 +55,28 @@ def build(config: dict[str, Any]) -> nn.Module:
         return getattr(importlib.import_module(module), name)(**config)
     except TypeError as err:
         raise PhasediffError(f"bad configuration for {arch}: {err}") from None
+
+
+def check_inputs(x_t: Tensor, t: Tensor | float, shape: Sequence[int | None] | None = None,
+                 like: Tensor | None = None) -> Tensor:
+    """The input check of every denoiser: x_t a (B, *shape) tensor, B >= 1 (``shape`` (C, H, W) with None for
+    any size; default: any (C, H, W)); returns t, a float or a (B,) tensor, as a (B,) tensor in [0, 1] in the
+    dtype and on the device of ``like`` (default x_t)."""
+    shape = (None, None, None) if shape is None else tuple(shape)
+    if (not isinstance(x_t, Tensor) or x_t.ndim != 1 + len(shape) or x_t.shape[0] < 1
+            or any(want is not None and got != want for got, want in zip(x_t.shape[1:], shape))):
+        got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+        want = ", ".join("." if s is None else str(s) for s in shape)
+        raise PhasediffError(f"x_t must be a tensor of shape (B, {want}), got {got}")
+    like = x_t if like is None else like
+    t = torch.as_tensor(t.detach() if isinstance(t, Tensor) else t, dtype=like.dtype, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(x_t.shape[0])
+    if t.shape != (x_t.shape[0],):
+        raise PhasediffError(f"t must be a float or a tensor of shape ({x_t.shape[0]},), got {tuple(t.shape)}")
+    if not bool(((t >= 0) & (t <= 1)).all()):
+        raise PhasediffError("t must lie in [0, 1]")
+    return t
 
 
 def image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -140,33 +162,8 @@ class NetworkDenoiser(nn.Module):
         raw = self.predict(x_t, t, self._check_labels(label, x_t), **inputs)
         return to_x0(raw.to(x_t.dtype), self.prediction, x_t, t)
 
-    def guided(self, x_t: Tensor, t: Tensor | float, label: Tensor, scale: float, **inputs: Any) -> Tensor:
-        """Classifier-free guidance: x0 = x0(uncond) + scale (x0(label) - x0(uncond)); scale 1 is conditional."""
-        if self.num_classes is None:
-            raise PhasediffError("guidance needs a class-conditional network")
-        uncond = self(x_t, t, None, **inputs)
-        return uncond + scale * (self(x_t, t, label, **inputs) - uncond)
-
-    def drop_labels(self, labels: Tensor, p: float | None = None,
-                    generator: torch.Generator | None = None) -> Tensor:
-        """Replace each label by the null label with probability p (default: ``label_dropout``), for training."""
-        if self.num_classes is None:
-            raise PhasediffError("label dropout needs a class-conditional network")
-        p = self.label_dropout if p is None else p
-        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p
-        return torch.where(drop, torch.full_like(labels, self.null_label), labels)
-
     def _check_inputs(self, x_t: Tensor, t: Tensor | float) -> Tensor:
-        if x_t.ndim != 4 or x_t.shape[1] != self.channels:
-            raise PhasediffError(f"x_t must have shape (B, {self.channels}, H, W), got {tuple(x_t.shape)}")
-        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
-        if t.ndim == 0:
-            t = t.expand(x_t.shape[0])
-        if t.shape != (x_t.shape[0],):
-            raise PhasediffError(f"t must be a float or a tensor of shape ({x_t.shape[0]},), got {tuple(t.shape)}")
-        if bool(((t < 0) | (t > 1) | t.isnan()).any()):
-            raise PhasediffError("t must lie in [0, 1]")
-        return t
+        return check_inputs(x_t, t, (self.channels, None, None))
 
     def _check_labels(self, label: Tensor | None, x_t: Tensor) -> Tensor | None:
         if label is None:

@@ -92,11 +92,6 @@ class LocalDenoiser(NetworkDenoiser):
         self.blocks = nn.ModuleList(_Block(width, embed_dim, depth_1x1) for _ in range(radius))
         self.head = nn.Conv2d(width, channels, 1)
 
-    @property
-    def crop_margin(self) -> int:
-        """Outputs this far from a crop edge (or at an image border) see their full context."""
-        return self.radius
-
     def predict(self, x_t: Tensor, t: Tensor, label: Tensor | None,
                 origin: Sequence[int] | Tensor | None = None) -> Tensor:
         """Raw output; ``origin`` = (y0, x0), or a (B, 2) tensor, is the image position of the crop's top-left."""

@@ -28,7 +28,7 @@ from phasediff.denoisers.local import LocalDenoiser
 from phasediff.errors import PhasediffError
 
 
-class WienerLocalDenoiser(NetworkDenoiser):
+class WienerPlusLocalDenoiser(NetworkDenoiser):
     """Wiener denoiser of the training moments plus a strictly local correction of radius ``radius``."""
 
     arch = "wiener-local"
@@ -53,7 +53,7 @@ class WienerLocalDenoiser(NetworkDenoiser):
         self.register_buffer("eigenvalues", torch.zeros(size))
         self.register_buffer("eigenvectors", torch.zeros(size, size))
 
-    def fit_linear(self, train_images) -> WienerLocalDenoiser:
+    def fit_linear(self, train_images) -> WienerPlusLocalDenoiser:
         """Set the linear part to the Wiener denoiser of these images' mean and covariance."""
         mean, covariance, shape = _moments(train_images)
         if tuple(shape) != (self.channels, *self.image_size):

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-from phasediff.diagnostics.gap import LocalityGap, forward_gap, locality_gap, trajectory_gap
+from phasediff.diagnostics.gap import LocalityGap, forward_gap, trajectory_gap
 from phasediff.diagnostics.recovery import Crossing, RecoveryDiagram, recovery_diagram
 
-__all__ = ["Crossing", "LocalityGap", "RecoveryDiagram", "forward_gap", "locality_gap", "recovery_diagram",
-           "trajectory_gap"]
+__all__ = ["Crossing", "LocalityGap", "RecoveryDiagram", "forward_gap", "recovery_diagram", "trajectory_gap"]

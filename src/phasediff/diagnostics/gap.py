@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from phasediff.diagnostics.recovery import (Z95, check_batch_size, check_denoisers, check_images, mean_interval,
-                                            seeded_noise)
+from phasediff.diagnostics.recovery import check_batch_size, check_denoisers, check_images
 from phasediff.errors import PhasediffError
 from phasediff.paths import add_noise
 from phasediff.progress import progress
 from phasediff.sampling import euler, time_grid
+from phasediff.stats import Z95, crossings, mean_interval, seeded_noise
 
-MODES = ("forward", "trajectory")
 BOUNDS = {"mean": "gap", "upper": "hi", "lower": "lo"}
 
 
@@ -63,13 +62,14 @@ class LocalityGap:
         """The time window [t_lo, t_hi] in which the gap of ``radius`` exceeds ``tolerance``, None if it never
         does on the measured grid.
 
-        The ends are interpolated linearly between the grid times on either side of a crossing; an end that
-        exceeds the tolerance at the first or last measured time is that time (the table says nothing
-        beyond it). If the gap exceeds the tolerance on several disjoint stretches, the HULL is returned
-        (from the start of the first stretch to the end of the last): a hybrid sampler using the global
-        denoiser inside it is at least as accurate as one that follows the stretches, at the price of the
-        global steps in between. ``bound`` picks the row compared with the tolerance: "mean" (the estimate),
-        "upper" (the upper 95% end: a wider, conservative window) or "lower" (the lower end: narrower).
+        The ends are interpolated linearly between the grid times on either side of a crossing
+        (`phasediff.stats.crossings`); an end that exceeds the tolerance at the first or last measured time is
+        that time (the table says nothing beyond it). If the gap exceeds the tolerance on several disjoint
+        stretches, the HULL is returned (from the start of the first stretch to the end of the last): a hybrid
+        sampler using the global denoiser inside it is at least as accurate as one that follows the stretches,
+        at the price of the global steps in between. ``bound`` picks the row compared with the tolerance:
+        "mean" (the estimate), "upper" (the upper 95% end: a wider, conservative window) or "lower" (the lower
+        end: narrower).
         """
         if bound not in BOUNDS:
             raise PhasediffError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
@@ -84,18 +84,7 @@ class LocalityGap:
         order = np.argsort(self.times)
         t = np.asarray(self.times, float)[order]
         g = np.asarray(getattr(self, BOUNDS[bound]), float)[order, j]
-        above = g > tolerance
-        if not above.any():
-            return None
-        first, last = int(np.argmax(above)), len(g) - 1 - int(np.argmax(above[::-1]))
-
-        def between(i: int, k: int) -> float:  # the tolerance crossing between grid points i and k
-            frac = (tolerance - g[i]) / (g[k] - g[i])
-            return float(t[i] + frac * (t[k] - t[i]))
-
-        t_lo = float(t[0]) if first == 0 else between(first - 1, first)
-        t_hi = float(t[-1]) if last == len(g) - 1 else between(last, last + 1)
-        return t_lo, t_hi
+        return crossings(t, g, tolerance)
 
     def to_dict(self) -> dict:
         return {"times": list(self.times), "radii": list(self.radii), "gap": np.asarray(self.gap).tolist(),
@@ -184,23 +173,18 @@ def forward_gap(local: Mapping[int, object], global_denoiser, images, times: Seq
                    {"image_shape": list(images.shape[1:]), "steps": None})
 
 
-class _Probe:
-    """A denoiser that answers with the global one and, on the way, measures every local one on the same x_t."""
+def _recorder(local: Mapping, keys: list[int], per_item: np.ndarray):
+    """A sampler callback ``record(step, t, x, x0_hat)``: every local denoiser D_r (column j) is evaluated on
+    the sampler's state x_t, and its per-image gap to the global answer x0_hat is stored in per_item[i, j]
+    (times, radii, images of the batch), i = len(times) - 1 - step: the index of t among the ascending times."""
 
-    def __init__(self, local: Mapping, keys: list[int], global_denoiser, per_item: np.ndarray,
-                 times: list[float], offset: int):
-        self.local, self.keys, self.global_denoiser = local, keys, global_denoiser
-        self.per_item, self.times, self.offset = per_item, np.asarray(times), offset
-        self.radius = None
+    def record(step: int, t: float, x: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        i = len(per_item) - 1 - step
+        tt = torch.full((len(x),), t, dtype=x.dtype, device=x.device)
+        for j, key in enumerate(keys):
+            per_item[i, j] = _per_image(local[key](x, tt), x0_hat, f"radius {key}", t)
 
-    def __call__(self, x, t, label=None):
-        t_value = float(t[0]) if isinstance(t, torch.Tensor) and t.ndim else float(t)
-        ref = self.global_denoiser(x, t, label)
-        i = int(np.argmin(np.abs(self.times - t_value)))  # t arrives in the dtype of x
-        for j, key in enumerate(self.keys):
-            self.per_item[i, j, self.offset:self.offset + len(x)] = _per_image(self.local[key](x, t, label), ref,
-                                                                               f"radius {key}", t_value)
-        return ref
+    return record
 
 
 def trajectory_gap(local: Mapping[int, object], global_denoiser, n: int, shape: Sequence[int], steps: int = 32,
@@ -220,35 +204,8 @@ def trajectory_gap(local: Mapping[int, object], global_denoiser, n: int, shape: 
     noise = seeded_noise((n, *shape), seed, 0)
     per_item = np.zeros((len(times), len(keys), n))
     start = time.perf_counter()
-    with torch.no_grad():
-        for b in progress(range(0, n, batch_size), desc="gap (trajectory)"):
-            probe = _Probe(local, keys, global_denoiser, per_item, times, b)
-            euler(probe, noise[b:b + batch_size].to(device), grid)
+    for b in progress(range(0, n, batch_size), desc="gap (trajectory)"):
+        record = _recorder(local, keys, per_item[:, :, b:b + batch_size])
+        euler(global_denoiser, noise[b:b + batch_size].to(device), grid, callback=record)
     return _result(per_item, times, keys, "trajectory", seed, start,
                    {"image_shape": list(shape), "steps": steps, "sampler": "euler"})
-
-
-def locality_gap(local: Mapping[int, object], global_denoiser, images=None, mode: str = "forward",
-                 times: Sequence[float] | None = None, steps: int = 32, n: int | None = None,
-                 shape: Sequence[int] | None = None, seed: int = 0, batch_size: int = 256,
-                 device: str | torch.device = "cpu") -> LocalityGap:
-    """`forward_gap` or `trajectory_gap` by ``mode``. In trajectory mode ``n`` defaults to the number of
-    ``images`` and ``shape`` to their shape; ``times`` applies to the forward mode only (the trajectory
-    is measured at its own grid times)."""
-    if mode not in MODES:
-        raise PhasediffError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "forward":
-        if images is None:
-            raise PhasediffError("the forward locality gap needs test images")
-        return forward_gap(local, global_denoiser, images, times=times, steps=steps, seed=seed,
-                           batch_size=batch_size, device=device)
-    if times is not None:
-        raise PhasediffError("times apply to the forward mode; a trajectory is measured at its grid times")
-    if images is not None:
-        images = check_images(images)
-        n = len(images) if n is None else n
-        shape = tuple(images.shape[1:]) if shape is None else shape
-    if n is None or shape is None:
-        raise PhasediffError("the trajectory locality gap needs n and shape (or images to take them from)")
-    return trajectory_gap(local, global_denoiser, n, shape, steps=steps, seed=seed, batch_size=batch_size,
-                          device=device)

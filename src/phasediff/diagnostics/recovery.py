@@ -29,8 +29,7 @@ from phasediff.errors import PhasediffError
 from phasediff.paths import add_noise
 from phasediff.progress import progress
 from phasediff.sampling import euler, time_grid
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+from phasediff.stats import Z95, crossings, mean_interval, seeded_noise
 
 DEFAULT_T_FINAL = tuple(float(t) for t in np.round(np.linspace(0.01, 0.99, 11), 6))
 DEFAULT_LEVEL = 0.03
@@ -57,7 +56,10 @@ def check_denoisers(denoisers: Mapping) -> list:
 def check_images(images) -> torch.Tensor:
     """(N, C, H, W) finite float32 tensor from an array, tensor or Dataset (its ``.images``)."""
     images = getattr(images, "images", images)
-    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    try:
+        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    except (TypeError, ValueError, RuntimeError):
+        raise PhasediffError(f"images must be a numeric array (N, C, H, W), got {type(images).__name__}") from None
     if images.ndim != 4 or images.shape[0] < 1 or min(images.shape) < 1:
         raise PhasediffError(f"images must have shape (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
     images = images.to(torch.float32)
@@ -72,20 +74,6 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def seeded_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
-    """Standard normal noise from a generator seeded with (seed, index): independent streams per index."""
-    state = int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(state))
-
-
-def mean_interval(per_item: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and its standard error (sample std / sqrt(n); 0 for a single item) along ``axis``."""
-    n = per_item.shape[axis]
-    mean = per_item.mean(axis)
-    err = per_item.std(axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-    return mean, err
-
-
 def recovery_steps(t_final: float, steps_per_unit: float, steps: int | None) -> int:
     """Euler steps from T_f to 0: ``steps`` if given, else ceil(T_f * steps_per_unit) (at least 1)."""
     if steps is not None:
@@ -93,18 +81,10 @@ def recovery_steps(t_final: float, steps_per_unit: float, steps: int | None) -> 
     return max(1, math.ceil(t_final * steps_per_unit - 1e-9))
 
 
-def crossing(x: np.ndarray, y: np.ndarray, level: float, rising: bool = True) -> float | None:
-    """First x where y crosses ``level`` going up (``rising``) or down, linearly interpolated between grid
-    points; x[0] if y[0] is already past the level; None if it never gets there."""
-    past = y >= level if rising else y <= level
-    if not past.any():
-        return None
-    i = int(np.argmax(past))
-    if i == 0:
-        return float(x[0])
-    y0, y1 = y[i - 1], y[i]
-    frac = (level - y0) / (y1 - y0) if y1 != y0 else 1.0
-    return float(x[i - 1] + frac * (x[i] - x[i - 1]))
+def first_crossing(t: np.ndarray, y: np.ndarray, level: float) -> float | None:
+    """The first t where y rises above ``level`` (the start of `phasediff.stats.crossings`), None if never."""
+    window = crossings(t, y, level)
+    return None if window is None else window[0]
 
 
 @dataclass
@@ -143,7 +123,7 @@ class RecoveryDiagram:
     details: dict = field(default_factory=dict)
 
     def threshold_contour(self, level: float = DEFAULT_LEVEL) -> list[Crossing]:
-        """Per radius, the T_f at which the MSE first rises to ``level`` (linear interpolation in T_f), with
+        """Per radius, the T_f at which the MSE first rises above ``level`` (linear interpolation in T_f), with
         the crossings of the interval's ends as its 95% interval. A radius whose MSE dips back below the
         level later keeps its first crossing."""
         order = np.argsort(self.t_final)
@@ -151,9 +131,8 @@ class RecoveryDiagram:
         mse, lo, hi = (np.asarray(a, float)[order] for a in (self.mse, self.lo, self.hi))
         out = []
         for j, radius in enumerate(self.radii):
-            mid = crossing(t, mse[:, j], level)
-            out.append(Crossing(radius, mid, crossing(t, hi[:, j], level), crossing(t, lo[:, j], level),
-                                bool(mse[0, j] >= level)))
+            out.append(Crossing(radius, first_crossing(t, mse[:, j], level), first_crossing(t, hi[:, j], level),
+                                first_crossing(t, lo[:, j], level), bool(mse[0, j] >= level)))
         return out
 
     def to_dict(self) -> dict:

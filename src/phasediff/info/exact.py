@@ -16,6 +16,7 @@ from phasediff.data.fields import GaussianField
 from phasediff.data.gmm2 import TwoComponentMixture
 from phasediff.errors import PhasediffError
 from phasediff.info.gaussian import gaussian_cmi_grid
+from phasediff.paths import add_noise, noised_covariance
 
 DEFAULT_MC_SAMPLES = 4000
 
@@ -67,10 +68,10 @@ def exact_entropies(model, ts, pairs, n_samples: int = DEFAULT_MC_SAMPLES, seed:
     for i, t in enumerate(ts):
         def log_densities(xt, regions):
             if isinstance(model, GaussianField):
-                return _gaussian_log_densities((1 - t) ** 2 * model.covariance + t**2 * np.eye(xt.shape[1]), xt, regions)
+                return _gaussian_log_densities(noised_covariance(model.covariance, t), xt, regions)
             return model.noised(t).log_densities(xt, regions)
 
-        xt = (1 - t) * x0 + t * z
+        xt = add_noise(x0, t, z)
         given = log_densities(xt, np.stack([b for _, b in pairs]))
         if nodes is None:
             both = log_densities(xt, joint)
@@ -79,9 +80,9 @@ def exact_entropies(model, ts, pairs, n_samples: int = DEFAULT_MC_SAMPLES, seed:
             for a in {int(np.flatnonzero(a)[0]) for a, _ in pairs}:
                 cols = [k for k, (mask, _) in enumerate(pairs) if mask[a]]
                 for node, weight in zip(nodes, weights / weights.sum()):
-                    xt[:, a] = (1 - t) * x0[:, a] + t * node
+                    xt[:, a] = add_noise(x0[:, a], t, node)
                     both[:, cols] += weight * log_densities(xt, joint[cols])
-                xt[:, a] = (1 - t) * x0[:, a] + t * z[:, a]
+                xt[:, a] = add_noise(x0[:, a], t, z[:, a])
         integrand = given - both
         values[i], stderr[i] = integrand.mean(0), integrand.std(0, ddof=1) / np.sqrt(len(xt))
     return values, stderr

@@ -20,7 +20,7 @@ from scipy.linalg import cholesky
 from scipy.special import digamma
 
 from phasediff.errors import PhasediffError
-from phasediff.paths import noised_covariance
+from phasediff.paths import add_noise, noised_covariance
 from phasediff.progress import progress
 
 DEFAULT_RIDGE = 1e-4
@@ -109,7 +109,7 @@ def empirical_gaussian_cmi(images: np.ndarray, ts, partitions, ridge: float = DE
     full = np.empty((len(ts), len(partitions)))
     leave_out = np.empty((blocks, len(ts), len(partitions)))
     for k, t in enumerate(progress(ts, desc="gaussian CMI", unit="t")):
-        xt = (1 - t) * x0 + t * rng.standard_normal(x0.shape) if t > 0 else x0
+        xt = add_noise(x0, t, rng.standard_normal(x0.shape)) if t > 0 else x0
         sums = np.stack([xt[a:b].sum(0) for a, b in zip(edges[:-1], edges[1:])])
         grams = np.stack([xt[a:b].T @ xt[a:b] for a, b in zip(edges[:-1], edges[1:])])
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from phasediff.errors import PhasediffError
+from phasediff.stats import Z95, crossings
 
-Z95 = 1.959963984540054
 EXACT_FLOOR = 1e-12
 BOOTSTRAP_ROUNDS = 2000
 
@@ -114,15 +114,9 @@ def peak_time(t, curve, error=None, seed: int = 0) -> dict:
     return {"t_peak": float(t[np.argmax(curve)]), "low": lo, "high": hi}
 
 
-def _crossings(t: np.ndarray, curve: np.ndarray, delta: float) -> tuple[float, float]:
-    """First and last t where the linearly interpolated curve exceeds delta (NaN if it never does)."""
-    above = np.flatnonzero(curve > delta)
-    if len(above) == 0:
-        return float("nan"), float("nan")
-    first, last = above[0], above[-1]
-    start = t[first] if first == 0 else np.interp(delta, [curve[first - 1], curve[first]], [t[first - 1], t[first]])
-    end = t[last] if last == len(t) - 1 else np.interp(delta, [curve[last + 1], curve[last]], [t[last + 1], t[last]])
-    return float(start), float(end)
+def _window(t: np.ndarray, curve: np.ndarray, delta: float) -> tuple[float, float]:
+    """`phasediff.stats.crossings` of delta, (NaN, NaN) if the curve never exceeds it."""
+    return crossings(t, curve, delta) or (float("nan"), float("nan"))
 
 
 def nonlocality_window(t, curve, delta: float, error=None, seed: int = 0) -> dict:
@@ -131,8 +125,8 @@ def nonlocality_window(t, curve, delta: float, error=None, seed: int = 0) -> dic
         raise PhasediffError(f"the window threshold delta must be > 0, got {delta}")
     t = np.asarray(t, float)
     curve = np.asarray(curve, float)
-    start, end = _crossings(t, curve, delta)
-    draws = np.array([_crossings(t, c, delta) for c in _bootstrap(curve, error, seed)])
+    start, end = _window(t, curve, delta)
+    draws = np.array([_window(t, c, delta) for c in _bootstrap(curve, error, seed)])
     (s_lo, s_hi), (e_lo, e_hi) = _interval(draws[:, 0]), _interval(draws[:, 1])
     found = np.isfinite(start)
     return {"delta": delta, "t_start": start if found else None, "t_end": end if found else None,

@@ -14,6 +14,7 @@ import numpy as np
 
 from phasediff.data.mixture import GaussianMixture, check_count, check_time, flatten_region
 from phasediff.errors import PhasediffError
+from phasediff.paths import add_noise
 
 
 def mixture_cmi(model: GaussianMixture, t: float, A: Any, B: Any, C: Any, n_samples: int,
@@ -42,7 +43,7 @@ def mixture_cmi_grid(model: GaussianMixture, ts: Sequence[float], partitions: Se
     values = np.empty((len(times), len(coefficients)))
     stderrs = np.empty_like(values)
     for i, t in enumerate(times):
-        integrand = model.noised(t).log_densities((1 - t) * x0 + t * z, regions) @ coefficients.T
+        integrand = model.noised(t).log_densities(add_noise(x0, t, z), regions) @ coefficients.T
         values[i] = integrand.mean(0)
         stderrs[i] = integrand.std(0, ddof=1) / np.sqrt(n)
     return values, stderrs

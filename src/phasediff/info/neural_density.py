@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from phasediff.paths import add_noise, noised_variance
+
 LOG_2PI = math.log(2 * math.pi)
 MIN_SCALE = 1e-3  # smallest component standard deviation of the mixture head, in units of the data std
 
@@ -108,9 +110,8 @@ def expected_nll(head, out: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, rul
 def _mixture_log_density(head, out, x0, t, nodes, scale, offset) -> torch.Tensor:
     """log p_t at every node, (..., J): a log-sum-exp over the components."""
     log_pi, means, var0 = head.components(out, scale, offset)
-    s = (1 - t)[..., None]
-    var = s**2 * var0 + (t**2)[..., None]
-    d = (s * (x0[..., None] - means))[..., None, :] + t[..., None, None] * nodes[:, None]
+    var = noised_variance(var0, t[..., None])
+    d = add_noise((x0[..., None] - means)[..., None, :], t[..., None, None], nodes[:, None])
     log_comp = log_pi[..., None, :] - 0.5 * (d**2 / var[..., None, :] + torch.log(var)[..., None, :] + LOG_2PI)
     return torch.logsumexp(log_comp, -1)
 
@@ -121,8 +122,8 @@ def _categorical_log_density(head, out, x0, t, nodes) -> torch.Tensor:
     log_pi = F.log_softmax(out, -1)
     levels = head.levels.to(out.device)
     t = torch.where(t == 0, torch.ones_like(t), t)  # t = 0 takes the discrete cross-entropy (expected_nll)
-    s, tt = (1 - t)[..., None, None], t[..., None, None]
-    d = s * (x0[..., None, None] - levels) + tt * nodes[:, None]  # (x0's shape, J, K)
+    tt = t[..., None, None]
+    d = add_noise(x0[..., None, None] - levels, tt, nodes[:, None])  # (x0's shape, J, K)
     log_g = -0.5 * (d / tt) ** 2 - torch.log(tt) - 0.5 * LOG_2PI
     g_max = log_g.amax(-1)
     pi_max = log_pi.amax(-1)

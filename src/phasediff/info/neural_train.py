@@ -31,6 +31,7 @@ import torch
 
 from phasediff.info.neural_density import expected_nll, hermite_rule
 from phasediff.info.neural_net import translate
+from phasediff.paths import add_noise, noised_variance, signal_scale
 from phasediff.precision import autocast, check_precision
 from phasediff.progress import progress
 
@@ -75,9 +76,8 @@ class Standardiser:
     sigma: float
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        shape = (-1,) + (1,) * (xt.dim() - 1)
-        s = (1 - t).reshape(shape)
-        return (xt - s * self.mu) / torch.sqrt(s**2 * self.sigma**2 + t.reshape(shape) ** 2)
+        t = t.reshape((-1,) + (1,) * (xt.dim() - 1))
+        return (xt - signal_scale(t) * self.mu) / torch.sqrt(noised_variance(self.sigma**2, t))
 
 
 def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
@@ -85,8 +85,7 @@ def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.T
     """Per-image cross-entropy (B, D + 1, m) for every radius and element of A, noise z on all pixels; with
     ``shift`` (B, 2), of the site A + shift of each image (site pooling: neural_net.translate)."""
     b = len(x0)
-    s = (1 - t).reshape(-1, 1, 1, 1)
-    xt = s * x0 + t.reshape(-1, 1, 1, 1) * z
+    xt = add_noise(x0, t.reshape(-1, 1, 1, 1), z)
     x = standardise(xt, t)
     valid = None
     if shift is not None:

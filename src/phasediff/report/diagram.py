@@ -15,12 +15,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from phasediff.denoisers.checkpoint import load, read_info
 from phasediff.diagnostics.gap import forward_gap, trajectory_gap
 from phasediff.diagnostics.recovery import DEFAULT_LEVEL, DEFAULT_T_FINAL, recovery_diagram
-from phasediff.precision import autocast
 from phasediff.diagnostics.window import DEFAULT_TOLERANCE
 from phasediff.errors import PhasediffError
+from phasediff.precision import autocast
 from phasediff.rundir import run_directory, save_json
 
 
@@ -35,10 +37,10 @@ def _cmi_result(path: Path):
         raise PhasediffError(f"{path} is not the results.json of a phasediff cmi run") from None
 
 
-def _local_models(checkpoints: Sequence[Path]) -> dict:
+def _local_models(checkpoints: Sequence[Path], device: str) -> dict:
     models = {}
     for path in checkpoints:
-        model = load(path)
+        model = load(path, device)
         radius = getattr(model, "radius", None)
         if radius is None:
             raise PhasediffError(f"{path} is not a local model (it has no radius)")
@@ -52,37 +54,39 @@ def run_diagram(data: str, local: Sequence[Path], out: Path, global_checkpoint: 
                 n_images: int = 256, t_final: Sequence[float] = DEFAULT_T_FINAL, steps: int = 32,
                 analytic_train: int = 2000, analytic_radii: Sequence[int] | None = None, cmi: Path | None = None,
                 tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, precision: str = "fp32",
-                force: bool = False) -> dict:
+                device: str = "cpu", force: bool = False) -> dict:
     """Recovery diagram and locality gaps of local denoisers on the test split of ``data``; ``precision`` bf16
-    runs the networks under bf16 autocast (the analytic family always runs in full precision)."""
+    runs the networks under bf16 autocast on ``device`` (the analytic family always runs in full precision on
+    the CPU)."""
     from phasediff.data.registry import load_dataset
     from phasediff.report.phase_figures import gap_cmi_figure, gap_heatmap, recovery_figure
 
-    networks = autocast(precision)
-    models = _local_models(local)
+    network_precision = autocast(precision, torch.device(device).type)
+    models = _local_models(local, device)
     cmi_result = _cmi_result(cmi) if cmi is not None else None
     test = load_dataset(data, split="test", n=n_images, seed=seed).images
     shape = tuple(test.shape[1:])
     for path in local:
         if tuple(read_info(path).get("image_shape") or shape) != shape:
             raise PhasediffError(f"{path} was trained on images of another shape than {data} {shape}")
-    global_ = load(global_checkpoint) if global_checkpoint is not None else None
+    global_ = load(global_checkpoint, device) if global_checkpoint is not None else None
     with run_directory(out, force=force) as work:
         summary = {"data": data, "n_images": len(test), "steps": steps, "seed": seed, "tolerance": tolerance,
                    "precision": precision,
                    "local": [str(p) for p in local], "global": None if global_ is None else str(global_checkpoint)}
         family = dict(models) if global_ is None else {**models, None: global_}
-        with networks:
-            diagram = recovery_diagram(family, test, t_final=t_final, steps_per_unit=steps, seed=seed)
+        with network_precision:
+            diagram = recovery_diagram(family, test, t_final=t_final, steps_per_unit=steps, seed=seed, device=device)
         recovery_figure(diagram, work / "recovery.png")
         summary["recovery"] = diagram.to_dict()
         lines = [f"recovery: first T_f with MSE >= {DEFAULT_LEVEL:g} per radius"]
         lines += [f"  r = {c.radius}: {c.t}" for c in diagram.threshold_contour()]
         if global_ is not None:
-            for mode, measure in (("forward", lambda: forward_gap(models, global_, test, steps=steps, seed=seed)),
+            for mode, measure in (("forward", lambda: forward_gap(models, global_, test, steps=steps, seed=seed,
+                                                                  device=device)),
                                   ("trajectory", lambda: trajectory_gap(models, global_, len(test), shape,
-                                                                        steps=steps, seed=seed))):
-                with networks:
+                                                                        steps=steps, seed=seed, device=device))):
+                with network_precision:
                     gap = measure()
                 summary[f"gap_network_{mode}"] = gap.to_dict()
                 gap_heatmap(gap, work / f"gap-network-{mode}.png", tolerance)

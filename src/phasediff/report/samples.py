@@ -1,0 +1,119 @@
+"""Sample files and their judging.
+
+    load_models      named checkpoints -> (models, image shape), checking that the shapes agree
+    sample_to_file   a schedule of named models (one model, a hybrid, any `Schedule`) -> .npz + PNG grid
+    judge_file       quality of a .npz of samples against the test split, by the project's classifier
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phasediff.denoisers.checkpoint import load, read_info
+from phasediff.denoisers.schedule import Schedule
+from phasediff.errors import PhasediffError
+from phasediff.precision import autocast
+from phasediff.report.figures import image_grid
+from phasediff.rundir import write_atomic
+from phasediff.sampling import sample
+
+CHECKPOINTS = Path(__file__).resolve().parents[3] / "checkpoints"
+
+
+def checkpoint_shape(checkpoint) -> tuple[int, int, int]:
+    """The (C, H, W) a checkpoint was trained on, from its sidecar."""
+    shape = tuple(read_info(checkpoint).get("image_shape") or ())
+    if len(shape) != 3:
+        raise PhasediffError(f"checkpoint {checkpoint} does not record the image shape it was trained on")
+    return shape
+
+
+def load_models(checkpoints: Mapping[str, Path], device: str = "cpu") -> tuple[dict[str, object], tuple[int, ...]]:
+    """({name: model on ``device``}, the image shape they share)."""
+    shapes = {name: checkpoint_shape(path) for name, path in checkpoints.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise PhasediffError(f"the models were trained on different image shapes: {listed}")
+    models = {name: load(path, device) for name, path in checkpoints.items()}
+    return models, next(iter(shapes.values()))
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to sample: n images, Euler or Heun steps from t = 1 to 0, seeded, in batches, at a precision."""
+
+    n: int = 64
+    steps: int = 32
+    method: str = "euler"
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedule: Schedule, out: Path,
+                   options: SampleOptions, label: int | None = None, title: str = "") -> dict:
+    """Sample the schedule's denoiser of the named ``models`` into ``out`` (.npz, images (N, C, H, W) clipped to
+    [0, 1]) and a PNG grid beside it. ``label`` reaches the members written NAME*S."""
+    guided = [member for member in schedule.members() if "*" in member]
+    if label is None and guided:
+        raise PhasediffError(f"{', '.join(guided)} take the class label: pass --label")
+    if label is not None and not guided:
+        raise PhasediffError("--label reaches only members written NAME*S (guided; *1: conditional)")
+    denoiser = schedule.build(models)
+    for member in guided:
+        classes = models[member.split("*")[0]].num_classes
+        if not 0 <= label < classes:
+            raise PhasediffError(f"label {label} is not a class of {member} (0..{classes - 1})")
+    labels = None if label is None else torch.full((options.n,), label, dtype=torch.long)
+    start = time.perf_counter()
+    with autocast(options.precision, torch.device(options.device).type):
+        images = sample(denoiser, options.n, shape, steps=options.steps, method=options.method, seed=options.seed,
+                        label=labels, batch_size=options.batch_size, device=options.device)
+    seconds = time.perf_counter() - start
+    images = images.clamp(0, 1).numpy().astype(np.float32)
+    out = Path(out)
+    grid = out.with_suffix(".png")
+    write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
+    write_atomic(grid, lambda tmp: image_grid(images[:64], tmp, title=f"{title}: {options.steps} {options.method} "
+                                                                       "steps"))
+    return {"out": str(out), "grid": str(grid), "n": options.n, "steps": options.steps, "method": options.method,
+            "schedule": schedule.text(), "seconds": seconds, "images_per_second": options.n / seconds,
+            "evaluations": dict(denoiser.evaluations)}
+
+
+def default_judge(data: str) -> Path:
+    """The committed classifier for a named dataset (mnist, fashion-mnist)."""
+    path = CHECKPOINTS / data.split(":")[0] / "classifier"
+    if not path.with_suffix(".json").is_file():
+        raise PhasediffError(f"no committed classifier for {data!r}; pass --judge CHECKPOINT")
+    return path
+
+
+def judge_and_reference(data: str, judge=None):
+    """(the classifier, the test images of ``data``)."""
+    from phasediff.data.registry import load_dataset
+
+    return load(judge or default_judge(data)), load_dataset(data, split="test").images
+
+
+def judge_file(samples, data: str, judge=None, memorisation: bool = True, rounds: int = 50, seed: int = 0) -> dict:
+    """Quality of the images in a .npz (key ``images``) against the test split of ``data``."""
+    from phasediff.data.images import load_file
+    from phasediff.data.registry import load_dataset
+    from phasediff.metrics import quality
+
+    images = load_file(Path(samples))[0]
+    classifier, reference = judge_and_reference(data, judge)
+    if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
+        raise PhasediffError(f"samples of shape {tuple(images.shape[1:])} do not match {data} "
+                             f"{tuple(reference.shape[1:])}")
+    training = load_dataset(data, split="train").images if memorisation else None
+    report = quality(classifier, images, reference, training=training, rounds=rounds, seed=seed)
+    return {"samples": str(samples), "data": data, **report.to_dict()}
