@@ -25,6 +25,7 @@ import torch
 
 from phasediff.denoisers.analytic import PatchPosteriorDenoiser
 from phasediff.errors import PhasediffError
+from phasediff.paths import add_noise
 
 RADIUS = 3
 REFERENCE_BLOCK = 1024  # columns per block of the reference products
@@ -64,7 +65,7 @@ def measure(train, test, t: float, dtype: torch.dtype, device: torch.device, chu
             seed: int):
     den = PatchPosteriorDenoiser(train, RADIUS, "same", chunk=chunk, dtype=dtype).to(device)
     g = torch.Generator().manual_seed(seed)
-    x_t = ((1 - t) * test + t * torch.randn(test.shape, generator=g)).to(device=device, dtype=dtype)
+    x_t = add_noise(test, t, torch.randn(test.shape, generator=g)).to(device=device, dtype=dtype)
     batch, channels, height, width = x_t.shape
     n_train, k = len(train), channels * (2 * RADIUS + 1) ** 2
     m, inner = batch * height * width, k + channels + 3

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from phasediff.denoisers import load
+from phasediff.denoisers.schedule import Schedule
 from phasediff.diagnostics.schedules import compare_schedules, sweep_windows
 from phasediff.precision import resolve_precision
-from phasediff.report.hybrid import _judge_and_reference, _shape
+from phasediff.report.samples import judge_and_reference, load_models
 from phasediff.specs import parse_list
 
 
@@ -33,18 +33,20 @@ def main() -> None:
     parser.add_argument("--highs", default="0.5,0.6,0.8,1")
     args = parser.parse_args()
     precision = resolve_precision("auto")
-    big_path = f"checkpoints/{args.data}/global"
-    big, cheap = load(big_path), load(args.cheap)
-    judge, reference = _judge_and_reference(args.data, None)
-    plan = {"all-global": [(0.0, 1.0)], "all-cheap": []}
-    plan.update({f"[{lo:g}, {hi:g}]": [(lo, hi)]
-                 for lo, hi in sweep_windows(parse_list(args.lows, float), parse_list(args.highs, float))})
-    results, _ = compare_schedules(plan, cheap, big, judge, reference, n=args.n, shape=tuple(_shape(big_path)),
-                                   steps=args.steps, precision=precision, baseline="all-global", keep_images=0)
+    models, shape = load_models({"global": f"checkpoints/{args.data}/global", "cheap": args.cheap})
+    judge, reference = judge_and_reference(args.data, None)
+    windows = {"all-global": [(0.0, 1.0)], "all-cheap": []}
+    windows.update({f"[{lo:g}, {hi:g}]": [(lo, hi)]
+                    for lo, hi in sweep_windows(parse_list(args.lows, float), parse_list(args.highs, float))})
+    plan = {name: Schedule.hybrid(w, inside="global", outside="cheap") for name, w in windows.items()}
+    results, _ = compare_schedules(models, plan, judge, reference, n=args.n, shape=shape, steps=args.steps,
+                                   precision=precision, baseline="all-global", keep_images=0)
     rows = [r.to_dict() for r in results]
     print(json.dumps({"data": args.data, "cheap": args.cheap, "n": args.n, "steps": args.steps,
                       "precision": precision,
-                      "schedules": {r["name"]: {"global_steps": r["global_steps"], "frechet": r["quality"]["frechet"],
+                      "schedules": {r["name"]: {"schedule": r["schedule"],
+                                                "global_steps": r["member_steps"].get("global", 0),
+                                                "frechet": r["quality"]["frechet"],
                                                 "frechet_ratio": r["frechet_ratio"],
                                                 "flops_speed_up": rows[0]["flops"] / r["flops"]} for r in rows}},
                      indent=1))

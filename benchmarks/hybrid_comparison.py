@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
-from phasediff.report.hybrid import CHECKPOINTS, hybrid_comparison, hybrid_sweep
+from phasediff.report.hybrid import hybrid_comparison, hybrid_sweep
+from phasediff.report.samples import CHECKPOINTS
 from phasediff.specs import parse_list
 
 
 def _schedules(summary: dict) -> dict:
     base = next(s for s in summary["schedules"] if s["name"] == "all-global")
-    return {s["name"]: {"windows": s["windows"], "global_steps": s["global_steps"],
+    return {s["name"]: {"schedule": s["schedule"], "global_steps": s["member_steps"].get("global", 0),
                         "frechet": s["quality"]["frechet"],
                         "frechet_interval": [s["quality"]["frechet_low"], s["quality"]["frechet_high"]],
                         "frechet_ratio": s["frechet_ratio"], "confidence": s["quality"]["confidence"],

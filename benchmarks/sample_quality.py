@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from phasediff.precision import PRECISIONS, resolve_precision
-from phasediff.report.hybrid import CHECKPOINTS, judge_file, sample_to_file
+from phasediff.denoisers.schedule import Schedule
+from phasediff.report.samples import CHECKPOINTS, SampleOptions, judge_file, load_models, sample_to_file
 
 
 def main() -> None:
@@ -37,8 +38,9 @@ def main() -> None:
               "datasets": {}}
     for data in args.data.split(","):
         samples = args.out / f"{data}.npz"
-        run = sample_to_file(CHECKPOINTS / data / args.model_name, samples, n=args.n, steps=args.steps,
-                             precision=args.precision)
+        models, shape = load_models({"model": CHECKPOINTS / data / args.model_name})
+        run = sample_to_file(models, shape, Schedule((), "model"), samples,
+                             SampleOptions(n=args.n, steps=args.steps, precision=args.precision), title=data)
         quality = judge_file(samples, data)
         fractions = quality["class_fractions"]
         report["datasets"][data] = {**quality, "sampling_seconds": run["seconds"],

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from phasediff.denoisers.base import check_inputs
 from phasediff.errors import PhasediffError
+from phasediff.paths import noised_variance, signal_scale
 
 T_MIN = 1e-6  # t is clamped to at least this (t = 0 is allowed), so nothing divides by zero
 LOGIT_BLOCK = 2**19  # logits per streamed block when chunk is None: keeps a block in the L2 cache
@@ -76,7 +77,7 @@ def _logit_coefficients(t: Tensor) -> tuple[Tensor, Tensor]:
     -|y - a x|^2 / (2 t^2) = (a y.x - a^2 |x|^2 / 2) / t^2 - |y|^2 / (2 t^2); the last term is the same for
     every candidate and cancels in the softmax, so a logit is one dot product [y a/t^2, -a^2/(2t^2)].[x, |x|^2].
     """
-    a = 1 - t
+    a = signal_scale(t)
     return a / t**2, -(a**2) / (2 * t**2)
 
 
@@ -331,20 +332,18 @@ def _eigh(covariance: Tensor) -> tuple[Tensor, Tensor]:
 
 def _gain(values: Tensor, t: Tensor) -> Tensor:
     """Spectral Wiener gain (1 - t) l / ((1 - t)^2 l + t^2) of eigenvalues l (..., n) at times t (B, 1...)."""
-    a = 1 - t
-    return a * values / (a**2 * values + t**2)
+    return signal_scale(t) * values / noised_variance(values, t)
 
 
 def velocity_gain(values: Tensor, t: Tensor) -> Tensor:
     """(1 - gain) / t = (t - (1 - t) l) / ((1 - t)^2 l + t^2): the Wiener velocity's spectral gain, finite at
     t = 0 and for l = 0 (the denominator floored at 1e-12)."""
-    a = 1 - t
-    return (t - a * values) / (a**2 * values + t**2).clamp_min(1e-12)
+    return (t - signal_scale(t) * values) / noised_variance(values, t).clamp_min(1e-12)
 
 
 def spectral_filter(x: Tensor, mean: Tensor, vectors: Tensor, gain: Tensor, t: Tensor) -> Tensor:
     """V diag(gain) V^T (x - (1 - t) mu) for flat x (B, D), t (B, 1): the product both Wiener forms share."""
-    return ((x - (1 - t) * mean) @ vectors * gain) @ vectors.T
+    return ((x - signal_scale(t) * mean) @ vectors * gain) @ vectors.T
 
 
 class WienerDenoiser(nn.Module):
@@ -438,7 +437,7 @@ class LocalWienerDenoiser(nn.Module):
         x = x.flatten(1)
         channels = self.image_shape[0]
         pixels = len(self.index)
-        centred = F.pad(x, (0, 1))[:, self.index] - (1 - t)[:, None, None] * self.padded_mean[self.index]
+        centred = F.pad(x, (0, 1))[:, self.index] - signal_scale(t)[:, None, None] * self.padded_mean[self.index]
         out = x.new_empty(len(x), pixels, channels)
         for time in torch.unique(t):
             rows = t == time
