@@ -48,3 +48,19 @@ def test_gaussian_estimator_needs_more_images_than_pixels():
 def test_exact_estimator_refuses_data_without_a_model():
     with pytest.raises(PhasediffError, match="exact estimator"):
         measure_cmi(load_dataset("digits"), [0.3], [1], "exact")
+
+
+def test_constant_pixels_carry_no_information():
+    """A constant site has CMI 0 exactly; constant pixels elsewhere do not move the estimate (nor its bias)."""
+    rng = np.random.default_rng(0)
+    shape = (7, 7)
+    partitions = flat_partitions((1, *shape), [tripartition(shape, r, site=(3, 3)) for r in (1, 2)])
+    constant = np.full((400, 1, *shape), 0.5)
+    cmi, err = empirical_gaussian_cmi(constant, [0.0], partitions)
+    assert np.all(cmi == 0) and np.all(err == 0)
+    varying = rng.random((400, 1, *shape))
+    padded = varying.copy()
+    padded[:, :, 0, :] = 0.0  # a row that never varies, in C
+    np.testing.assert_allclose(empirical_gaussian_cmi(padded, [0.0], partitions)[0],
+                               empirical_gaussian_cmi(varying[:, :, 1:, :], [0.0], flat_partitions(
+                                   (1, 6, 7), [tripartition((6, 7), r, site=(2, 3)) for r in (1, 2)]))[0], atol=1e-6)

@@ -19,6 +19,7 @@ Bad input is reported in one line with exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from phasediff.errors import PhasediffError
 from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.progress import set_quiet
 from phasediff.rundir import check_output_file, to_json, write_atomic
-from phasediff.specs import parse_list
+from phasediff.specs import check_seed, parse_list
 
 SPEC_HELP = ("dataset spec: mnist, fashion-mnist, digits, patches:size=S, grf:L=..,ell=.., gmrf:L=..,kappa=.., "
              "gmm2:L=..,mu=..,sigma=.., gmm:data=mnist,k=..,rank=..,by=kmeans|class, ising:L=..,T=.., FILE.npz or a "
@@ -413,9 +414,13 @@ def cmd_study(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from phasediff.train.setup import train_from_args
+    from dataclasses import fields
 
-    summary = train_from_args(args, resolve_device(args.device))
+    from phasediff.train.setup import TrainOptions, run_training
+
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions) if f.name != "device"},
+                           device=resolve_device(args.device))
+    summary = run_training(options)
     _emit(args, summary, f"trained to step {summary['step']}: loss {summary.get('loss', float('nan')):.4f}, "
           f"validation {summary.get('val_loss', float('nan')):.4f}; wrote {args.out}")
 
@@ -558,27 +563,78 @@ COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cm
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
 
+def _os_error(error: OSError) -> str:
+    """One line for a failed read or write: what, where, why."""
+    where = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{where}: {reason}" if where else reason
+
+
+def _bug_report(error: BaseException) -> str:
+    """Write the full trace of an unexpected error to a file; return its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="phasediff-bug-", suffix=".txt")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"phasediff {__version__}, argv: {sys.argv}\n")
+        handle.write("".join(traceback.format_exception(error)))
+    return path
+
+
+def run(args) -> None:
+    """Run one parsed command."""
+    device = resolve_device(getattr(args, "device", "cpu"))
+    for name in ("precision", "train_precision"):
+        if getattr(args, name, None):
+            setattr(args, name, resolve_precision(getattr(args, name), device.split(":")[0], warn=True))
+    np.random.seed(check_seed(args.seed))
+    handler = DATA_COMMANDS[args.data_command] if args.command == "data" else COMMANDS[args.command]
+    with _output_lock(args):
+        handler(args)
+
+
+def _output_lock(args):
+    """The lock of the command's output (--out, or convert's destination) for the whole command, so that a
+    second writer of the same output fails at its start with one line; none where the folder is missing
+    (the command's own check says so), and none on the other processes of a torchrun (the first holds it)."""
+    from contextlib import nullcontext
+
+    from phasediff.rundir import output_lock
+
+    out = getattr(args, "out", None) or getattr(args, "destination", None)
+    if out is None or not Path(out).parent.is_dir() or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return output_lock(Path(out))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The error boundary: an expected failure is one line and status 2, an unexpected one (a bug) is one line
+    that says where the full trace went, and status 1."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors (status 2, one line)
         return int(exit_.code or 0)
     set_quiet(args.quiet)
     try:
-        device = resolve_device(getattr(args, "device", "cpu"))
-        for name in ("precision", "train_precision"):
-            if getattr(args, name, None):
-                setattr(args, name, resolve_precision(getattr(args, name), device.split(":")[0], warn=True))
-        np.random.seed(args.seed)
-        handler = DATA_COMMANDS[args.data_command] if args.command == "data" else COMMANDS[args.command]
-        handler(args)
+        run(args)
     except PhasediffError as error:
-        print(f"phasediff: error: {error}", file=sys.stderr)
-        return 2
+        message = str(error)
+    except OSError as error:  # unreadable or unwritable paths, a full disk
+        message = _os_error(error)
+    except MemoryError:
+        message = "not enough memory for this request; ask for fewer images, samples or a smaller grid"
     except KeyboardInterrupt:
         print("phasediff: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as error:  # noqa: BLE001 - the boundary: anything else is a bug
+        print(f"phasediff: internal error ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+              f"; this is a bug, the full trace is in {_bug_report(error)}", file=sys.stderr)
+        return 1
+    else:
+        return 0
+    print(f"phasediff: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

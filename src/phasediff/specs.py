@@ -1,4 +1,5 @@
-"""Parsing of the small strings users type: dataset specs ``name:key=value,...`` and number lists.
+"""Parsing of the small strings users type: dataset specs ``name:key=value,...`` and number lists, and the
+check of seeds.
 
 Number lists accept ``a,b,c`` and inclusive ranges ``start:stop:step`` (also mixed: ``0:0.5:0.1,0.9``).
 """
@@ -6,9 +7,19 @@ Number lists accept ``a,b,c`` and inclusive ranges ``start:stop:step`` (also mix
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 from phasediff.errors import PhasediffError
+
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: what every generator used here (NumPy's legacy one too) takes
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int in [0, 2**32), or one line saying why not (NumPy would refuse it with a traceback)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_LIMIT:
+        raise PhasediffError(f"seed must be an integer in 0..{SEED_LIMIT - 1}, got {seed!r}")
+    return int(seed)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -18,9 +29,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     name, _, rest = spec.strip().partition(":")
     if not name:
         raise PhasediffError(f"bad spec {spec!r}: it must start with a name, e.g. grf:L=27,ell=3")
+    return name.strip().lower(), parse_params(spec, rest)
+
+
+def parse_params(spec: str, text: str) -> dict[str, str]:
+    """The raw values of ``key=value,key=value`` (``text``, the part of ``spec`` after the name)."""
     params: dict[str, str] = {}
-    if rest:
-        for item in rest.split(","):
+    if text:
+        for item in text.split(","):
             key, eq, value = item.partition("=")
             key, value = key.strip(), value.strip()
             if not eq or not key or not value:
@@ -28,7 +44,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             if key in params:
                 raise PhasediffError(f"bad spec {spec!r}: {key!r} given twice")
             params[key] = value
-    return name.strip().lower(), params
+    return params
 
 
 def take_params(spec: str, params: dict[str, str], schema: dict[str, tuple[Callable[[str], Any], Any]]) -> dict[str, Any]:

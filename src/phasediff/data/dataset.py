@@ -10,6 +10,8 @@ import numpy as np
 
 from phasediff.errors import PhasediffError
 
+MAX_LABEL = 100_000  # labels are class indices 0..MAX_LABEL: code that sizes a table by the largest label stays small
+
 
 def as_images(array: Any, source: str) -> np.ndarray:
     """Validate and convert an image array to float32 (N, C, H, W).
@@ -35,7 +37,7 @@ def as_images(array: Any, source: str) -> np.ndarray:
 
 
 def as_labels(labels: Any, n: int, source: str) -> np.ndarray | None:
-    """Validate optional labels: one integer per image."""
+    """Validate optional labels: one integer in 0..MAX_LABEL per image."""
     if labels is None:
         return None
     labels = np.asarray(labels)
@@ -44,6 +46,8 @@ def as_labels(labels: Any, n: int, source: str) -> np.ndarray | None:
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.issubdtype(labels.dtype, np.floating) or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise PhasediffError(f"{source}: labels must be integers")
+    if labels.min() < 0 or labels.max() > MAX_LABEL:
+        raise PhasediffError(f"{source}: labels must lie in 0..{MAX_LABEL}, found {labels.min():g}..{labels.max():g}")
     return labels.astype(np.int64)
 
 

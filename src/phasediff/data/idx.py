@@ -4,14 +4,13 @@ D dimensions; then D int32 sizes) followed by the raw uint8 values. Files may be
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from phasediff.errors import PhasediffError
+from phasediff.rundir import write_atomic
 
 UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,14 +32,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_idx_bytes(path: Path) -> bytes:

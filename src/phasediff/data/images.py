@@ -15,6 +15,9 @@ DIGITS_TRAIN = 1500  # digits: train = the first 1,500 of the 1,797 images, test
 # Natural photographs bundled inside scikit-image (no network needed), converted to grayscale.
 GRAY_MODES = ("1", "L", "LA")  # PNG modes read as one channel; other 8-bit modes become RGB
 WIDE_MODES = ("I", "I;16", "I;16B", "F")
+# A file's images are in [0, 1] (uint8: 0..255, divided by 255), or real-valued fields of order 1 (synthetic
+# data written by `phasediff data export`): values beyond +-PIXEL_LIMIT are damage or a wrong scale, refused.
+PIXEL_LIMIT = 1000.0
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel", "moon", "rocket")
 
 
@@ -100,9 +103,26 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
             labels = archive["labels"] if "labels" in archive.files else None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise PhasediffError(f"{path}: unreadable array in the .npz file ({e})") from None
+    for name, array, kinds in (("images", images, "biuf"), ("labels", labels, "iuf")):
+        if array is not None and array.dtype.kind not in kinds:
+            raise PhasediffError(f"{path}: {name} must be a numeric array, got dtype {array.dtype}")
     if images.ndim not in (3, 4):
         raise PhasediffError(f"{path}: images must have shape (N, H, W) or (N, C, H, W), got {images.shape}")
+    _check_pixel_range(images, path)
     return images, labels, f"{path} ({len(images)} images from npz)"
+
+
+def _check_pixel_range(images: np.ndarray, path: Path) -> None:
+    """uint8 (divided by 255 later) and bool images are in range by type; other values must be finite and lie
+    within +-PIXEL_LIMIT."""
+    if images.dtype in (np.uint8, np.bool_) or images.size == 0:
+        return
+    low, high = images.min(), images.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise PhasediffError(f"{path}: images contain NaN or infinite values")
+    if max(-low, high) > PIXEL_LIMIT:
+        raise PhasediffError(f"{path}: pixel values {low:g}..{high:g} are far outside [0, 1] (beyond "
+                             f"+-{PIXEL_LIMIT:g}); store uint8 0..255 or floats in [0, 1]")
 
 
 def _load_png_folder(folder: Path) -> tuple[np.ndarray, None, str]:

@@ -8,8 +8,6 @@ through the determinant lemma and the Woodbury identity on the rank-q part.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from scipy.special import logsumexp
 
 from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
+from phasediff.rundir import write_atomic
 
 MIN_VARIANCE = 1e-4  # floor of the diagonal d, so that constant pixels (MNIST borders) keep a density
 KMEANS_MAX_POINTS = 20_000  # k-means centres are found on at most this many points, then all are assigned
@@ -200,16 +199,12 @@ class GaussianMixture:
 
     def save(self, path: str | Path) -> None:
         """Write the parameters to an .npz file atomically (temporary name, then rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
                 np.savez(f, weights=self.weights, means=self.means, factors=self.factors, diag=self.diag,
                          image_shape=np.array(self.shape), origin=np.array(self.origin))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        write_atomic(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> GaussianMixture:

@@ -24,7 +24,6 @@ import importlib.util
 import io
 import os
 import pickle
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from phasediff.data.idx import read_idx, read_idx_bytes
 from phasediff.errors import PhasediffError
+from phasediff.rundir import write_atomic
 
 NAMES = ("mnist", "fashion-mnist")
 SPLITS = ("train", "test")
@@ -248,15 +248,14 @@ def _download_one(name: str, stem: str, folder: Path) -> None:
 
 
 def _fetch_verified(url: str, target: Path, sha256: str) -> None:
-    """Download ``url`` to a temporary file, check the SHA-256 of its IDX content, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    """Download ``url`` to a temporary file beside ``target``, check the SHA-256 of its IDX content, then
+    rename it into place (`write_atomic`: a failed or interrupted download leaves nothing behind)."""
+
+    def download(tmp: Path) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        content = read_idx_bytes(Path(tmp))
-        if hashlib.sha256(content).hexdigest() != sha256:
+        if hashlib.sha256(read_idx_bytes(tmp)).hexdigest() != sha256:
             raise PhasediffError(f"{url}: SHA-256 mismatch")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    write_atomic(target, download)

@@ -3,7 +3,10 @@
 Specs: ``mnist``, ``fashion-mnist``, ``digits``, ``patches:size=S``, ``grf:L=..,ell=..``,
 ``gmrf:L=..,kappa=..``, ``gmm2:L=..,mu=..,sigma=..``, ``gmm:data=NAME,k=..,rank=..,by=..``,
 ``ising:L=..,T=..``, a path to an ``.npz`` file, or a folder of PNG files. Every spec also takes
-``crop=S`` (centre crop to S x S) and ``n=N`` (number of images).
+``crop=S`` (centre crop to S x S) and ``n=N`` (number of images), files too: ``data/x.npz:crop=16,n=100``.
+
+A spec names a file or folder when it holds a slash or ends in ``.npz`` (``./mnist`` is the folder, ``mnist``
+the dataset, whatever lies in the working directory). A file is one set of images: it has no test split.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ import numpy as np
 
 from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
-from phasediff.specs import parse_spec, take_params
+from phasediff.specs import check_seed, parse_params, parse_spec, take_params
 
 SPLITS = ("train", "test")
 DEFAULT_SYNTHETIC_N = 10_000
-GENERIC_KEYS = {"crop": (int, None), "n": (int, None)}
 
 
 def _pos_int(text: str) -> int:
@@ -38,6 +40,7 @@ def _pos_float(text: str) -> float:
 
 _pos_int.__name__ = "positive integer"
 _pos_float.__name__ = "positive number"
+GENERIC_KEYS = {"crop": (_pos_int, None), "n": (_pos_int, None)}
 
 
 def _grf(p):
@@ -93,8 +96,25 @@ def known_specs() -> str:
     return ", ".join([*NAMED, *MODELS, "FILE.npz", "PNG folder"])
 
 
-def _is_path(spec: str) -> bool:
-    return spec.endswith(".npz") or "/" in spec or Path(spec).exists()
+def _file_spec(spec: str) -> tuple[Path, dict[str, str]] | None:
+    """(path, raw parameters) when ``spec`` names a file or folder (it holds a slash or ends in .npz), with
+    optional ``:key=value,...`` after the path; None for a dataset or model name."""
+    path, colon, rest = spec.rpartition(":")
+    if not (colon and "=" in rest and "/" not in rest):
+        path, rest = spec, ""
+    if "/" not in path and not path.lower().endswith(".npz"):
+        return None
+    return Path(path), parse_params(spec, rest)
+
+
+def is_file_spec(spec: str) -> bool:
+    """Whether ``spec`` names a user's file or folder (see `_file_spec`) rather than a dataset or model."""
+    return isinstance(spec, str) and _file_spec(spec.strip()) is not None
+
+
+def _first(*counts: int | None) -> int | None:
+    """The first count that is given (not None)."""
+    return next((c for c in counts if c is not None), None)
 
 
 def load_model(spec: str):
@@ -109,34 +129,32 @@ def load_model(spec: str):
 
 
 def load_dataset(spec: str, split: str = "train", n: int | None = None, seed: int = 0) -> Dataset:
-    """Load the dataset named by ``spec``; ``n`` caps the number of images (synthetic default 10,000)."""
+    """Load the dataset named by ``spec``; ``n`` caps the number of images (synthetic default 10,000), an
+    ``n=`` in the spec wins over it."""
     if split not in SPLITS:
         raise PhasediffError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if _is_path(spec):
-        from phasediff.data.images import load_file
-
-        return _finish(Dataset(*load_file(Path(spec))), None, n)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise PhasediffError(f"the number of images must be an integer >= 1, got {n!r}")
+    seed = check_seed(seed)
+    if not isinstance(spec, str) or not spec.strip():
+        raise PhasediffError("empty dataset spec")
+    spec = spec.strip()
+    file = _file_spec(spec)
+    if file is not None:
+        return _load_file(spec, *file, split, n)
     name, params = parse_spec(spec)
     if name in MODELS:
-        schema = MODELS[name][0]
-        generic = take_params(spec, {k: v for k, v in params.items() if k in GENERIC_KEYS and k not in schema},
-                              {k: v for k, v in GENERIC_KEYS.items() if k not in schema})
-        model = load_model(spec)
-        count = generic["n"] or n or DEFAULT_SYNTHETIC_N
-        # train and test draw from independent streams of the same seed
-        rng = np.random.default_rng([seed, SPLITS.index(split)])
-        images, labels = model.sample(count, rng)
-        # a model whose own parameters include crop (gmm) has already produced images of that size
-        return _finish(Dataset(images, labels, f"{spec} ({model.describe()}; {split} draw, seed {seed})", model),
-                       generic.get("crop"), None)
+        return _load_synthetic(spec, name, params, split, n, seed)
     if name not in NAMED:
-        raise PhasediffError(f"unknown dataset {name!r} (known: {known_specs()})")
+        hint = f"; for the file or folder {name!r} here, write ./{name}" if Path(name).exists() else ""
+        raise PhasediffError(f"unknown dataset {name!r} (known: {known_specs()}; a file or folder needs a "
+                             f"path with a slash or a .npz name){hint}")
     if name == "patches":
         schema = {"size": (_pos_int, 16), **GENERIC_KEYS}
         values = take_params(spec, params, schema)
         from phasediff.data.images import load_patches
 
-        count = values["n"] or n or DEFAULT_SYNTHETIC_N
+        count = _first(values["n"], n, DEFAULT_SYNTHETIC_N)
         rng = np.random.default_rng([seed, SPLITS.index(split)])
         return _finish(Dataset(*load_patches(values["size"], count, rng)), values["crop"], None)
     values = take_params(spec, params, GENERIC_KEYS)
@@ -148,9 +166,35 @@ def load_dataset(spec: str, split: str = "train", n: int | None = None, seed: in
         from phasediff.data.mnist import load_idx_dataset
 
         data = Dataset(*load_idx_dataset(name, split))
-    return _finish(data, values["crop"], values["n"] or n)
+    return _finish(data, values["crop"], _first(values["n"], n))
+
+
+def _load_file(spec: str, path: Path, params: dict[str, str], split: str, n: int | None) -> Dataset:
+    """A user's .npz file or PNG folder, which is one set of images (no test split)."""
+    values = take_params(spec, params, GENERIC_KEYS)
+    if split != "train":
+        raise PhasediffError(f"{path} is one set of images with no {split} split; give the held-out images "
+                             "as a file of their own")
+    from phasediff.data.images import load_file
+
+    return _finish(Dataset(*load_file(path)), values["crop"], _first(values["n"], n))
+
+
+def _load_synthetic(spec: str, name: str, params: dict[str, str], split: str, n: int | None,
+                    seed: int) -> Dataset:
+    """Draw from the exact model of a synthetic spec; train and test use independent streams of ``seed``."""
+    schema = MODELS[name][0]
+    generic = take_params(spec, {k: v for k, v in params.items() if k in GENERIC_KEYS and k not in schema},
+                          {k: v for k, v in GENERIC_KEYS.items() if k not in schema})
+    model = load_model(spec)
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    images, labels = model.sample(_first(generic["n"], n, DEFAULT_SYNTHETIC_N), rng)
+    # a model whose own parameters include crop (gmm) has already produced images of that size
+    return _finish(Dataset(images, labels, f"{spec} ({model.describe()}; {split} draw, seed {seed})", model),
+                   generic.get("crop"), None)
 
 
 def _finish(data: Dataset, crop: int | None, n: int | None) -> Dataset:
+    """The first ``n`` images (all if None), centre-cropped to ``crop`` (none if None)."""
     data = data.subset(n)
     return data if crop is None else data.center_crop(crop)

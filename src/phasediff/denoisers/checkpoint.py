@@ -14,6 +14,10 @@ to use for inference: the EMA copy when training keeps one ("weights": "ema"), e
 Raw weights next to an EMA, optimiser state and the like belong to the training loop's resume state.
 Both files are written atomically, weights first; the digest ties the pair together, so an interrupted
 overwrite or a damaged weights file is refused rather than loaded.
+
+The digest covers only the weights: the architecture in the sidecar is checked against `MAX_FIELD` and
+`MAX_ELEMENTS` before any network is built, so a damaged or hostile sidecar cannot make `load` allocate
+an absurd network.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ VERSION = 1
 WEIGHT_KINDS = ("ema", "raw")
 _RESERVED = {"format", "version", "model", "weights", "weights_sha256", "weights_dtype"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Largest value a sidecar's architecture may give each size field (every integer of a list, for image_size
+# and mults): generous for images up to 4096 x 4096 pixels and 100,000 classes.
+MAX_FIELD = {"channels": 64, "width": 4096, "base": 4096, "num_classes": 100_000, "radius": 256,
+             "image_size": 4096, "mults": 64, "res_blocks": 16, "attention_heads": 64, "depth_1x1": 64}
+MAX_LIST = 8  # at most this many entries in a list field (image_size has 2, mults one per U-Net level)
+MAX_ELEMENTS = 10**8  # parameters plus buffers of the network (400 MB in float32), counted without allocating
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -95,7 +105,28 @@ def read_info(path: str | Path) -> dict[str, Any]:
         raise PhasediffError(f"{sidecar_path}: unsupported checkpoint version {info.get('version')!r}")
     if not isinstance(info.get("model"), dict) or not isinstance(info.get("weights_sha256"), str):
         raise PhasediffError(f"{sidecar_path} lacks the model configuration or the weights digest")
+    check_model_config(info["model"], sidecar_path)
     return info
+
+
+def check_model_config(config: dict[str, Any], where: str | Path) -> None:
+    """Refuse an architecture beyond the stated limits: a size field above `MAX_FIELD` (or not an integer), or
+    a network of more than `MAX_ELEMENTS` parameters and buffers (counted on the meta device: no memory)."""
+    for key, limit in MAX_FIELD.items():
+        value = config.get(key)
+        values = value if isinstance(value, list) and len(value) <= MAX_LIST else [value]
+        for v in values:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit):
+                raise PhasediffError(f"{where}: model {key}={value!r} is out of bounds (integers 0..{limit})")
+    try:
+        with torch.device("meta"):
+            network = build(config)
+    except (ValueError, RuntimeError) as err:  # torch's own refusals, e.g. of a negative size
+        raise PhasediffError(f"{where}: bad model configuration ({str(err).splitlines()[0]})") from None
+    elements = sum(t.numel() for t in (*network.parameters(), *network.buffers()))
+    if elements > MAX_ELEMENTS:
+        raise PhasediffError(f"{where}: the model would hold {elements:,} numbers, more than the limit of "
+                             f"{MAX_ELEMENTS:,}")
 
 
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:

@@ -80,11 +80,19 @@ def wishart_logdet_bias(n: int, p: int, m: int) -> float:
     return float(digamma((n - p - i) / 2.0).sum() + m * np.log(2.0 / (n - 1)))
 
 
-def debiased_gaussian_cmi(cov: np.ndarray, n: int, partitions) -> np.ndarray:
-    """Plug-in CMI of an n-sample covariance minus the Wishart bias of its two conditional log-dets."""
-    m = int(partitions[0][0].sum())
-    rest = len(partitions[0][0]) - m
-    bias = np.array([0.5 * (wishart_logdet_bias(n, int(B.sum()), m) - wishart_logdet_bias(n, rest, m))
+def debiased_gaussian_cmi(cov: np.ndarray, n: int, partitions, varying: np.ndarray | None = None) -> np.ndarray:
+    """Plug-in CMI of an n-sample covariance minus the Wishart bias of its two conditional log-dets.
+
+    Pixels outside ``varying`` (constant in the sample: the ridge alone is their variance) are independent of
+    the rest, so their log-dets cancel in the plug-in; they are left out of the bias's pixel counts, and a
+    constant A has CMI 0 exactly."""
+    varying = np.ones(len(partitions[0][0]), bool) if varying is None else varying
+    A = partitions[0][0]
+    m = int((A & varying).sum())
+    if m == 0:
+        return np.zeros(len(partitions))
+    rest = int((~A & varying).sum())
+    bias = np.array([0.5 * (wishart_logdet_bias(n, int((B & varying).sum()), m) - wishart_logdet_bias(n, rest, m))
                      for _, B, _ in partitions])
     return gaussian_cmi(cov, partitions) - bias
 
@@ -95,7 +103,7 @@ def empirical_gaussian_cmi(images: np.ndarray, ts, partitions, ridge: float = DE
 
     For each t the images are noised with fresh z (seeded), so the sample covariance of x_t is Wishart for
     Gaussian data and the bias correction of the module docstring is exact there. The ridge keeps pixels that
-    never vary (MNIST's corners) from making the covariance singular at t = 0. The standard error comes from
+    never vary (MNIST's corners) from making the covariance singular at t = 0; they do not count in the bias. The standard error comes from
     the delete-one-block jackknife over ``blocks`` contiguous blocks of images.
     """
     x0 = images.reshape(len(images), -1).astype(np.float64)
@@ -110,6 +118,7 @@ def empirical_gaussian_cmi(images: np.ndarray, ts, partitions, ridge: float = DE
     leave_out = np.empty((blocks, len(ts), len(partitions)))
     for k, t in enumerate(progress(ts, desc="gaussian CMI", unit="t")):
         xt = add_noise(x0, t, rng.standard_normal(x0.shape)) if t > 0 else x0
+        varying = xt.min(0) < xt.max(0)
         sums = np.stack([xt[a:b].sum(0) for a, b in zip(edges[:-1], edges[1:])])
         grams = np.stack([xt[a:b].T @ xt[a:b] for a, b in zip(edges[:-1], edges[1:])])
 
@@ -117,7 +126,7 @@ def empirical_gaussian_cmi(images: np.ndarray, ts, partitions, ridge: float = DE
             m = int(counts[keep].sum())
             mean = sums[keep].sum(0) / m
             cov = (grams[keep].sum(0) - m * np.outer(mean, mean)) / (m - 1)
-            return debiased_gaussian_cmi(cov + ridge * np.eye(d), m, partitions)
+            return debiased_gaussian_cmi(cov + ridge * np.eye(d), m, partitions, varying)
 
         full[k] = estimate(np.ones(blocks, bool))
         for i in range(blocks):

@@ -115,13 +115,28 @@ def _files(path: Path) -> tuple[Path, Path]:
 
 
 def _load_cached(path: Path, net: RingNet) -> dict | None:
+    """The sidecar of the cached network ``path``, its weights loaded into ``net``; None if not cached. A damaged
+    entry (unreadable weights or JSON, weights of another shape) is a miss with a warning on stderr: ``net``
+    stays untouched, and the retrained network overwrites the entry."""
+    import sys
+
     from safetensors.torch import load_file
 
     weights, sidecar = _files(path)
     if not (weights.exists() and sidecar.exists()):
         return None
-    net.load_state_dict(load_file(weights))
-    return json.loads(sidecar.read_text())
+    expected = net.state_dict()
+    try:
+        state, meta = load_file(weights), json.loads(sidecar.read_text())
+        intact = (isinstance(meta, dict) and {"cached", "history"} <= meta.keys() and state.keys() == expected.keys()
+                  and all(state[k].shape == v.shape for k, v in expected.items()))
+    except Exception:  # noqa: BLE001 - safetensors and json fail in many ways on a damaged file
+        intact = False
+    if not intact:
+        print(f"phasediff: warning: the cached network {path} is damaged; training it again", file=sys.stderr)
+        return None
+    net.load_state_dict(state)
+    return meta
 
 
 def _save_cached(path: Path, net: RingNet, meta: dict) -> None:

@@ -80,9 +80,13 @@ def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedul
     images = images.clamp(0, 1).numpy().astype(np.float32)
     out = Path(out)
     grid = out.with_suffix(".png")
-    write_atomic(out, lambda tmp: np.savez_compressed(tmp, images=images))
-    write_atomic(grid, lambda tmp: image_grid(images[:64], tmp, title=f"{title}: {options.steps} {options.method} "
-                                                                       "steps"))
+
+    def write_both(tmp: Path) -> None:  # the grid first: a failed grid leaves neither file
+        np.savez_compressed(tmp, images=images)
+        write_atomic(grid, lambda png: image_grid(images[:64], png, title=f"{title}: {options.steps} "
+                                                                          f"{options.method} steps"))
+
+    write_atomic(out, write_both)
     return {"out": str(out), "grid": str(grid), "n": options.n, "steps": options.steps, "method": options.method,
             "schedule": schedule.text(), "seconds": seconds, "images_per_second": options.n / seconds,
             "evaluations": dict(denoiser.evaluations)}
@@ -96,11 +100,20 @@ def default_judge(data: str) -> Path:
     return path
 
 
+def load_judge(judge) -> object:
+    """The classifier at ``judge``, refusing any other network."""
+    path = judge
+    if read_info(path).get("model", {}).get("arch") != "classifier":
+        raise PhasediffError(f"{path} is not a classifier checkpoint (train one with phasediff train DATA "
+                             "--model classifier)")
+    return load(path)
+
+
 def judge_and_reference(data: str, judge=None):
     """(the classifier, the test images of ``data``)."""
     from phasediff.data.registry import load_dataset
 
-    return load(judge or default_judge(data)), load_dataset(data, split="test").images
+    return load_judge(judge or default_judge(data)), load_dataset(data, split="test").images
 
 
 def judge_file(samples, data: str, judge=None, memorisation: bool = True, rounds: int = 50, seed: int = 0) -> dict:
@@ -109,8 +122,9 @@ def judge_file(samples, data: str, judge=None, memorisation: bool = True, rounds
     from phasediff.data.registry import load_dataset
     from phasediff.metrics import quality
 
+    classifier = load_judge(judge or default_judge(data))
     images = load_file(Path(samples))[0]
-    classifier, reference = judge_and_reference(data, judge)
+    reference = load_dataset(data, split="test").images
     if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
         raise PhasediffError(f"samples of shape {tuple(images.shape[1:])} do not match {data} "
                              f"{tuple(reference.shape[1:])}")

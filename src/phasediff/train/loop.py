@@ -10,6 +10,10 @@ Run directory::
 
 Every random draw of step k comes from a generator seeded by (seed, k) and is sliced per process, so a run
 resumed from a checkpoint sees exactly the batches and noise of an uninterrupted one.
+
+The first process holds the run directory's lock (`output_lock`) for the whole training: a second
+``train --out`` of the same directory fails at once. Every file is written atomically except the log, which
+grows by appended lines; a resumed run drops a last line torn by a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import copy
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +35,8 @@ from phasediff.denoisers.checkpoint import save
 from phasediff.errors import PhasediffError
 from phasediff.precision import autocast, check_precision
 from phasediff.progress import progress
-from phasediff.rundir import save_yaml, write_atomic
+from phasediff.rundir import output_lock, save_yaml, write_atomic
+from phasediff.specs import check_seed
 
 VALIDATION_SEED = 12345
 
@@ -56,6 +62,7 @@ class TrainSettings:
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup < 0 or not 0 <= self.ema_decay < 1:
             raise PhasediffError("need lr > 0, weight_decay >= 0, warmup >= 0 and 0 <= ema_decay < 1")
         check_precision(self.precision)
+        check_seed(self.seed)
 
 
 class _LossModule(nn.Module):
@@ -149,6 +156,18 @@ def _load_state(path: Path, settings: TrainSettings, model_config: dict) -> dict
     return state
 
 
+def check_out(out: Path, resume: bool) -> None:
+    """The run directory ``out`` must be a folder (or not exist yet) that holds a run exactly when resuming."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PhasediffError(f"{out} exists and is not a folder")
+    state_path = out / "state.pt"
+    if state_path.exists() and not resume:
+        raise PhasediffError(f"{out} holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not state_path.exists():
+        raise PhasediffError(f"nothing to resume in {out} (no state.pt)")
+
+
 def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out: Path, resume: bool = False,
           validation: Dataset | None = None, info: dict | None = None) -> dict:
     """Train ``net`` on ``data`` with ``objective``; returns a summary. ``info`` goes into the sidecar."""
@@ -157,12 +176,18 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
     rank, world = _world()
     if settings.batch_size % world:
         raise PhasediffError(f"batch size {settings.batch_size} must be divisible by the {world} processes")
+    check_out(out, resume)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out) if rank == 0 else nullcontext():
+        check_out(out, resume)  # again, now that no other process can start a run here
+        out.mkdir(exist_ok=True)
+        return _train(net, objective, data, settings, out, resume, validation or data, info or {}, rank, world)
+
+
+def _train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out: Path, resume: bool,
+           validation: Dataset, info: dict, rank: int, world: int) -> dict:
+    """The loop of `train` in the checked (and, on the first process, locked) run directory ``out``."""
     state_path = out / "state.pt"
-    if state_path.exists() and not resume:
-        raise PhasediffError(f"{out} holds a training run; pass --resume to continue it or choose another --out")
-    if resume and not state_path.exists():
-        raise PhasediffError(f"nothing to resume in {out} (no state.pt)")
-    out.mkdir(parents=True, exist_ok=True)
     model_config = net.config()
     net.to(settings.device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -182,9 +207,9 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
         module = nn.parallel.DistributedDataParallel(module)
     log_path = out / "log.jsonl"
     if rank == 0:
-        save_yaml(out / "config.yaml", {"settings": asdict(settings), "model": model_config, **(info or {})})
+        save_yaml(out / "config.yaml", {"settings": asdict(settings), "model": model_config, **info})
         _truncate_log(log_path, start)
-    networks = autocast(settings.precision, settings.device.split(":")[0])
+    mixed_precision = autocast(settings.precision, settings.device.split(":")[0])
     steps = range(start, settings.steps)
     bar = progress(steps, initial=start, total=settings.steps, desc="train", unit="step") if rank == 0 else steps
     began, loss_sum, loss_count, last = time.perf_counter(), 0.0, 0, {}
@@ -192,7 +217,7 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(settings, step)
         draw = _slice(_draw(objective, data, settings, step, settings.seed), rank, world, settings.device)
-        with networks:
+        with mixed_precision:
             loss = module(draw)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,20 +237,36 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
                 handle.write(json.dumps(last) + "\n")
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             if rank == 0:
-                val = _validation_loss(objective, ema, validation or data, settings)
+                val = _validation_loss(objective, ema, validation, settings)
                 last = {**last, "val_loss": val}
                 write_atomic(state_path, lambda tmp: torch.save(
                     _state(done, net, ema, optimizer, settings, model_config), tmp))
                 save(out / "model", ema, {"step": done, "train_loss": last.get("loss"), "val_loss": val,
-                                          "settings": asdict(settings), **(info or {})}, weights="ema")
+                                          "settings": asdict(settings), **info}, weights="ema")
             if world > 1:
                 dist.barrier()
     return {"out": str(out), "step": settings.steps, "world_size": world, **{k: v for k, v in last.items()}}
+
+
+def _log_rows(path: Path) -> list[tuple[str, int]]:
+    """(line, step) of every row of a log. A last line that is not a JSON row was torn by a crash (full disk,
+    power cut) and is dropped; a damaged line before it is an error."""
+    lines = [line for line in path.read_bytes().decode(errors="replace").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            rows.append((line, int(row["step"])))
+        except (ValueError, TypeError, KeyError):
+            if number < len(lines):
+                raise PhasediffError(f"{path}: line {number} is not a log row; repair or delete the log to "
+                                     "resume") from None
+    return rows
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the log rows of steps <= ``step`` (a resumed run rewrites what came after its checkpoint)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    rows = [line for line, logged in _log_rows(path) if logged <= step]
     write_atomic(path, lambda tmp: tmp.write_text("".join(row + "\n" for row in rows)))

@@ -48,7 +48,7 @@ class DenoisingObjective:
         draw["t"] = self.t_min + (self.t_max - self.t_min) * torch.rand(n, generator=generator)
         draw["z"] = torch.randn(draw["x0"].shape, generator=generator)
         if self.conditional:
-            draw["keep_label"] = torch.rand(n, generator=generator)
+            draw["label_draw"] = torch.rand(n, generator=generator)  # below label_dropout: label dropped
         return draw
 
     def loss(self, net, draw: dict) -> Tensor:
@@ -59,7 +59,7 @@ class DenoisingObjective:
         if self.conditional:
             if draw["labels"] is None:
                 raise PhasediffError("a conditional model needs a dataset with labels")
-            drop = draw["keep_label"] < net.label_dropout
+            drop = draw["label_draw"] < net.label_dropout
             labels = torch.where(drop, torch.full_like(draw["labels"], net.null_label), draw["labels"])
         extra = {"origin": draw["box"][:2]} if "box" in draw and getattr(net, "position_channels", False) else {}
         raw = net.predict(x_t, t, labels, **extra)
