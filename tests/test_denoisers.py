@@ -313,3 +313,29 @@ def test_checkpoint_refusals(tmp_path):
     with pytest.raises(PhasediffError, match="not a readable safetensors") as err:
         load(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_periodic_local_denoiser_is_strictly_local_on_the_torus():
+    """Gradient of the output at a corner pixel: nonzero exactly within torus (wrap-around) Chebyshev distance r."""
+    torch.manual_seed(0)
+    radius, size = 2, 11
+    model = LocalDenoiser(radius, width=8, periodic=True).double()
+    x = torch.rand(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    model(x, torch.tensor([0.4], dtype=torch.float64))[0, 0, 0, 0].backward()
+    d = torch.arange(size)
+    torus = torch.minimum(d, size - d)
+    near = (torus[:, None] <= radius) & (torus[None, :] <= radius)
+    grad = x.grad[0, 0].abs()
+    assert bool((grad[~near] == 0).all()) and bool((grad[near] > 0).all())
+    assert model.config()["periodic"] is True and "periodic" not in LocalDenoiser(1).config()
+
+
+def test_a_periodic_unet_commutes_with_rolls_of_the_torus():
+    torch.manual_seed(0)
+    model = UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8, periodic=True).eval()
+    x, t = torch.rand(2, 1, 8, 8), torch.tensor([0.3, 0.7])
+    with torch.no_grad():
+        rolled = model(torch.roll(x, (2, 4), dims=(2, 3)), t)
+        torch.testing.assert_close(rolled, torch.roll(model(x, t), (2, 4), dims=(2, 3)), rtol=1e-4, atol=1e-5)
+        with pytest.raises(PhasediffError, match="multiples"):
+            model(torch.rand(1, 1, 7, 8), 0.5)

@@ -9,7 +9,8 @@ Architecture (pre-activation residual stack on a width-``width`` feature map)::
 Why it is local: each 3x3 convolution grows the receptive field by one pixel in every direction; the
 1x1 convolutions, SiLU and the residual additions grow it by nothing; FiLM (h * (1 + scale) + shift, with
 scale and shift from an MLP of a sinusoidal embedding of t and the label) is the same at every pixel; zero
-padding puts a constant outside the image, not another pixel. There is no normalisation, pooling or
+padding puts a constant outside the image, not another pixel. With ``periodic`` (data on a torus, such as the
+Ising model) the padding wraps around instead, and the square is measured in the torus's distance. There is no normalisation, pooling or
 attention over space. So the receptive field is exactly the (2r + 1) x (2r + 1) square, clipped at the
 border. Position channels ((y, x) of the pixel in the full image) are functions of the pixel itself, so a
 position-aware model is just as local.
@@ -52,9 +53,9 @@ def valid_output_mask(crop_box: Sequence[int], image_size: int | Sequence[int], 
 class _Block(nn.Module):
     """conv_3x3 -> FiLM(emb) -> (SiLU -> conv_1x1) x depth; the residual is added by the caller."""
 
-    def __init__(self, width: int, embed_dim: int, depth_1x1: int):
+    def __init__(self, width: int, embed_dim: int, depth_1x1: int, periodic: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(width, width, 3, padding=1, padding_mode="zeros")
+        self.conv = nn.Conv2d(width, width, 3, padding=1, padding_mode="circular" if periodic else "zeros")
         self.film = nn.Linear(embed_dim, 2 * width)
         self.mix = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(depth_1x1))
 
@@ -67,29 +68,35 @@ class _Block(nn.Module):
 
 
 class LocalDenoiser(NetworkDenoiser):
-    """Denoiser of receptive-field radius ``radius`` (exactly ``radius`` 3x3 convolutions)."""
+    """Denoiser of receptive-field radius ``radius`` (exactly ``radius`` 3x3 convolutions); ``periodic``: the
+    image is a torus (circular padding)."""
 
     arch = "local"
 
     def __init__(self, radius: int, channels: int = 1, width: int = 64, depth_1x1: int = 1,
                  position_channels: bool = False, image_size: int | Sequence[int] | None = None,
-                 prediction: str = "v", num_classes: int | None = None, label_dropout: float = 0.1):
+                 prediction: str = "v", num_classes: int | None = None, label_dropout: float = 0.1,
+                 periodic: bool = False):
         super().__init__(channels=channels, prediction=prediction, num_classes=num_classes,
                          label_dropout=label_dropout, radius=radius, width=width, depth_1x1=depth_1x1,
-                         position_channels=position_channels, image_size=image_size)
+                         position_channels=position_channels, image_size=image_size,
+                         **({"periodic": True} if periodic else {}))
         if not isinstance(radius, int) or radius < 1:
             raise PhasediffError(f"radius must be an int >= 1, got {radius!r}")
         if width < 1 or depth_1x1 < 0:
             raise PhasediffError(f"width must be >= 1 and depth_1x1 >= 0, got {width} and {depth_1x1}")
         if position_channels and image_size is None:
             raise PhasediffError("a denoiser with position channels needs the full image_size")
+        if periodic and position_channels:
+            raise PhasediffError("a periodic (torus) denoiser has no positions: drop position_channels")
         self.radius = radius
+        self.periodic = periodic
         self.position_channels = position_channels
         self.image_size = None if image_size is None else image_shape(image_size)
         embed_dim = 2 * width
         self.embed = ConditionEmbedding(embed_dim, num_classes)
         self.stem = nn.Conv2d(channels + (2 if position_channels else 0), width, 1)
-        self.blocks = nn.ModuleList(_Block(width, embed_dim, depth_1x1) for _ in range(radius))
+        self.blocks = nn.ModuleList(_Block(width, embed_dim, depth_1x1, periodic) for _ in range(radius))
         self.head = nn.Conv2d(width, channels, 1)
 
     def predict(self, x_t: Tensor, t: Tensor, label: Tensor | None,

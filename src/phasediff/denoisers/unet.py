@@ -25,13 +25,13 @@ GROUPS = 8  # GroupNorm groups; every channel count is a multiple of base, itsel
 class _ResBlock(nn.Module):
     """x + conv(SiLU(FiLM(GN(conv(SiLU(GN(x))))))), FiLM = GN(h) (1 + scale) + shift from the embedding."""
 
-    def __init__(self, cin: int, cout: int, embed_dim: int):
+    def __init__(self, cin: int, cout: int, embed_dim: int, padding: str = "zeros"):
         super().__init__()
         self.norm1 = nn.GroupNorm(GROUPS, cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)
         self.film = nn.Linear(embed_dim, 2 * cout)
         self.norm2 = nn.GroupNorm(GROUPS, cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, padding_mode=padding)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -61,62 +61,69 @@ class _Attention(nn.Module):
 
 
 class _Down(nn.Conv2d):
-    def __init__(self, ch: int):
-        super().__init__(ch, ch, 3, stride=2, padding=1)
+    def __init__(self, ch: int, padding: str = "zeros"):
+        super().__init__(ch, ch, 3, stride=2, padding=1, padding_mode=padding)
 
 
 class _Up(nn.Module):
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, padding: str = "zeros"):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1, padding_mode=padding)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class UNet(NetworkDenoiser):
-    """Global U-Net denoiser; ``image_size`` is the size it is trained for (the sampler's default shape)."""
+    """Global U-Net denoiser; ``image_size`` is the size it is trained for (the sampler's default shape);
+    ``periodic``: the image is a torus (circular padding; sides a multiple of 2^(levels - 1))."""
 
     arch = "unet"
 
     def __init__(self, channels: int = 1, base: int = 32, mults: Sequence[int] = (1, 2, 2), res_blocks: int = 2,
                  attention_heads: int = 4, image_size: int | Sequence[int] = 28, num_classes: int | None = None,
-                 label_dropout: float = 0.1, prediction: str = "v"):
+                 label_dropout: float = 0.1, prediction: str = "v", periodic: bool = False):
         mults = tuple(int(m) for m in mults)
         super().__init__(channels=channels, prediction=prediction, num_classes=num_classes,
                          label_dropout=label_dropout, base=base, mults=mults, res_blocks=res_blocks,
-                         attention_heads=attention_heads, image_size=image_size)
+                         attention_heads=attention_heads, image_size=image_size,
+                         **({"periodic": True} if periodic else {}))
         if base < GROUPS or base % GROUPS or not mults or min(mults) < 1 or res_blocks < 1:
             raise PhasediffError(f"UNet needs base a multiple of {GROUPS}, mults >= 1 and res_blocks >= 1")
         self.radius = None
         self.image_size = image_shape(image_size)
         self.factor = 2 ** (len(mults) - 1)
+        self.periodic = periodic
+        padding = "circular" if periodic else "zeros"
         embed_dim = 4 * base
         self.embed = ConditionEmbedding(embed_dim, num_classes)
-        self.stem = nn.Conv2d(channels, base, 3, padding=1)
+        self.stem = nn.Conv2d(channels, base, 3, padding=1, padding_mode=padding)
         ch, skips = base, [base]
         self.down = nn.ModuleList()
         for level, mult in enumerate(mults):
             for _ in range(res_blocks):
-                self.down.append(_ResBlock(ch, base * mult, embed_dim))
+                self.down.append(_ResBlock(ch, base * mult, embed_dim, padding))
                 ch = base * mult
                 skips.append(ch)
             if level < len(mults) - 1:
-                self.down.append(_Down(ch))
+                self.down.append(_Down(ch, padding))
                 skips.append(ch)
-        self.mid = nn.ModuleList([_ResBlock(ch, ch, embed_dim), _Attention(ch, attention_heads),
-                                  _ResBlock(ch, ch, embed_dim)])
+        self.mid = nn.ModuleList([_ResBlock(ch, ch, embed_dim, padding), _Attention(ch, attention_heads),
+                                  _ResBlock(ch, ch, embed_dim, padding)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(mults))):
             for _ in range(res_blocks + 1):
-                self.up.append(_ResBlock(ch + skips.pop(), base * mult, embed_dim))
+                self.up.append(_ResBlock(ch + skips.pop(), base * mult, embed_dim, padding))
                 ch = base * mult
             if level > 0:
-                self.up.append(_Up(ch))
-        self.out = nn.Sequential(nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, channels, 3, padding=1))
+                self.up.append(_Up(ch, padding))
+        self.out = nn.Sequential(nn.GroupNorm(GROUPS, ch), nn.SiLU(),
+                                 nn.Conv2d(ch, channels, 3, padding=1, padding_mode=padding))
 
     def predict(self, x_t: Tensor, t: Tensor, label: Tensor | None) -> Tensor:
         H, W = x_t.shape[-2:]
+        if self.periodic and (H % self.factor or W % self.factor):
+            raise PhasediffError(f"a periodic U-Net needs sides that are multiples of {self.factor}, got {H} x {W}")
         x = F.pad(x_t, (0, -W % self.factor, 0, -H % self.factor))
         emb = F.silu(self.embed(t, label))
         h = self.stem(x)

@@ -20,9 +20,10 @@ DEFAULT_WIDTH = {"local": 64, "wiener-local": 64, "global": 32, "classifier": 16
 
 
 def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | None, radius: int | None = None,
-                  width: int | None = None, conditional: bool = False, position_channels: bool = False):
+                  width: int | None = None, conditional: bool = False, position_channels: bool = False,
+                  periodic: bool = False):
     """A fresh network of the requested kind for images of ``shape`` (C, H, W) (a "wiener-local" one still
-    needs ``fit_linear`` on the training images)."""
+    needs ``fit_linear`` on the training images); ``periodic`` denoisers treat the image as a torus."""
     channels, height, width_px = shape
     if width is not None and width < 1:
         raise PhasediffError(f"--width must be >= 1, got {width}")
@@ -33,7 +34,7 @@ def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | Non
         if radius is None:
             raise PhasediffError("a local model needs --radius")
         return LocalDenoiser(radius, channels=channels, width=width, position_channels=position_channels,
-                             image_size=(height, width_px) if position_channels else None)
+                             image_size=(height, width_px) if position_channels else None, periodic=periodic)
     if kind == "wiener-local":
         from phasediff.denoisers.wiener_local import WienerPlusLocalDenoiser
 
@@ -49,7 +50,7 @@ def build_network(kind: str, shape: tuple[int, int, int], num_classes: int | Non
         if conditional and not num_classes:
             raise PhasediffError("a conditional model needs a dataset with labels")
         return UNet(channels=channels, base=width, image_size=height,
-                    num_classes=num_classes if conditional else None)
+                    num_classes=num_classes if conditional else None, periodic=periodic)
     from phasediff.classifier import Classifier
 
     if not num_classes:
@@ -82,6 +83,13 @@ class TrainOptions:
     init: Path | None = None
     seed: int = 0
     device: str = "cpu"
+
+
+def is_periodic(data) -> bool:
+    """Whether the data live on a torus (the Ising model's periodic lattice)."""
+    from phasediff.data.ising import IsingModel
+
+    return isinstance(data.model, IsingModel)
 
 
 def _initialise(net, checkpoint, info: dict) -> dict:
@@ -146,13 +154,16 @@ def run_training(args: TrainOptions) -> dict:
 
         init = read_info(args.init)
     data = load_dataset(args.spec, split="train", seed=args.seed)
+    periodic = is_periodic(data) and args.model in ("local", "global")
+    if periodic and args.crop is not None:
+        raise PhasediffError(f"{args.spec} lives on a torus: its periodic models train on whole images (no --crop)")
     _check_crop(args.crop, args.radius, data.shape)
     # a file has no test split: its run validates on the training images
     validation = data if is_file_spec(args.spec) else load_dataset(args.spec, split="test", seed=args.seed)
     classes = None if data.labels is None else int(data.labels.max()) + 1
     torch.manual_seed(args.seed)  # the initial weights
     net = build_network(args.model, data.shape, classes, args.radius, args.width, args.conditional,
-                        args.position_channels)
+                        args.position_channels, periodic)
     info = {"data": args.spec, "image_shape": list(data.shape), "model_kind": args.model,
             "command": "phasediff " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("phasediff") else None}
     if args.model == "wiener-local":
