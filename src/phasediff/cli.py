@@ -215,8 +215,11 @@ def _add_convert(commands) -> None:
 def _add_judge(commands) -> None:
     judge = commands.add_parser("judge", parents=[_common()], help="quality of samples against a dataset's test split")
     judge.add_argument("samples", type=Path, help=".npz with images (N, C, H, W) in [0, 1]")
-    judge.add_argument("--data", required=True, help="dataset whose test split is the reference (mnist, ...)")
-    judge.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one)")
+    judge.add_argument("--data", required=True, help="dataset whose test split is the reference (mnist, ...); "
+                       "lattice models (ising:L=..,T=.., grf:..., gmrf:...) are judged by physical observables "
+                       "(energy, |m|, C(d), xi; covariance errors) against fresh samples of the model")
+    judge.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one; "
+                       "not for lattice models)")
     judge.add_argument("--no-memorisation", action="store_true", help="skip the nearest-training-neighbour check")
 
 
@@ -263,12 +266,34 @@ def _add_hybrid(commands, name: str, text: str) -> None:
         sub.add_argument("--highs", default="0.3:1:0.1", help="window ends (default 0.3:1:0.1)")
 
 
+def _add_phases(commands) -> None:
+    phases = commands.add_parser("phases", parents=[_common()], help="phases of a family of distributions: "
+                                 "all-local generation per radius, r*, locality gap, CMI and correlation length",
+                                 description="For each member of FAMILY (one parameter given as a range A:B:STEP "
+                                 "or a list a;b;c), sample with each local denoiser alone and judge the samples "
+                                 "against the model by its observables; r* is the smallest radius that matches. "
+                                 "Gaussian fields and gmm2 use their exact denoisers; Ising uses the checkpoints in "
+                                 "--models whose sidecar data is the member's spec. Reruns resume.")
+    phases.add_argument("family", help="e.g. 'ising:L=32,T=2.4:3.5:0.3', 'gmrf:L=16,kappa=0.1;0.3;1', "
+                        "'gmm2:L=16,sigma=1,mu=0.2:1:0.2'")
+    phases.add_argument("--radii", default="1,2,3,4,6,8", help="radii of the local denoisers (default 1,2,3,4,6,8)")
+    phases.add_argument("--n", type=int, default=1000, help="generated and reference samples per model "
+                        "(default 1000)")
+    phases.add_argument("--steps", type=int, default=32, help="Euler steps from t = 1 to 0 (default 32)")
+    phases.add_argument("--gap-images", type=int, default=256, help="reference images for the locality gap "
+                        "(default 256)")
+    phases.add_argument("--models", type=Path, default=None, help="folder of checkpoints (Ising members)")
+    phases.add_argument("--out", type=Path, required=True, help="run directory (resumes when rerun)")
+    phases.add_argument("--force", action="store_true", help="start afresh, replacing the run in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
                      "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
     parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram):
+    for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram,
+                _add_phases):
         add(commands)
     _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic window, judged and timed")
     _add_hybrid(commands, "hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")
@@ -509,12 +534,15 @@ def cmd_convert(args) -> None:
 
 
 def cmd_judge(args) -> None:
-    from phasediff.report.samples import judge_file
+    from phasediff.report.samples import judge_file, observables_text
 
     if not args.samples.is_file():
         raise PhasediffError(f"{args.samples} not found")
     report = judge_file(args.samples, args.data, judge=args.judge, memorisation=not args.no_memorisation,
                         seed=args.seed)
+    if "kind" in report:  # lattice data, judged by physical observables
+        _emit(args, report, observables_text(report))
+        return
     classes = " ".join(f"{f:.3f}" for f in report["class_fractions"])
     _emit(args, report, f"{report['n']} samples against {args.data}: Frechet distance {report['frechet']:.3g} "
           f"[{report['frechet_low']:.3g}, {report['frechet_high']:.3g}], confidence {report['confidence']:.3f}\n"
@@ -557,9 +585,25 @@ def cmd_hybrid(args) -> None:
     _emit(args, summary, (args.out / "table.md").read_text() + f"wrote {args.out}")
 
 
+def cmd_phases(args) -> None:
+    from phasediff.diagnostics.phases import Family, PhasesOptions, phases_table, run_phases
+
+    family = Family.parse(args.family)
+    options = PhasesOptions(radii=tuple(parse_list(args.radii, int, "--radii")), n=args.n, steps=args.steps,
+                            seed=args.seed, models=None if args.models is None else str(args.models),
+                            gap_images=args.gap_images)
+    options.check()
+    if args.models is not None and not args.models.is_dir():
+        raise PhasediffError(f"--models {args.models} is not a folder")
+    if not args.out.parent.is_dir():
+        raise PhasediffError(f"folder {args.out.parent} does not exist")
+    summary = run_phases(family, options, args.out, force=args.force)
+    _emit(args, summary, phases_table(summary["members"], family.parameter) + f"\nwrote {args.out}")
+
+
 COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "convert": cmd_convert,
             "judge": cmd_judge, "diagram": cmd_diagram,
-            "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid}
+            "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid, "phases": cmd_phases}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
 

@@ -136,3 +136,61 @@ def gap_cmi_figure(gap: LocalityGap, cmi: CMIResult | None, path: Path, toleranc
         ax.set_xlim(x_edges.min(), x_edges.max())
         ax.set_ylim(y_edges.min(), y_edges.max())
     return _save(fig, path)
+
+
+def phases_figure(members, parameter: str, path: Path) -> None:
+    """The phase diagram of a family: the parameter across, t up; colour the locality gap of the smallest
+    radius (left) and the exact CMI at r = 1 where the model has one (right); above each column, r* (the
+    smallest radius whose all-local samples match the data; '>R' where none does)."""
+    with_cmi = any(m["cmi"] for m in members)
+    fig, axes = plt.subplots(1, 2 if with_cmi else 1, figsize=(11 if with_cmi else 6, 4.4), squeeze=False)
+    values = np.array([m["value"] for m in members])
+    panels = [("gap", "locality gap, smallest radius (per-pixel MSE)")] + ([("cmi", "I_t(A:C|B_1), nats")]
+                                                                          if with_cmi else [])
+    for ax, (what, label) in zip(axes[0], panels):
+        columns, times = [], None
+        for m in members:
+            if what == "gap" and m["gap"]:
+                times, column = m["gap"]["times"], np.asarray(m["gap"]["gap"])[:, 0]
+            elif what == "cmi" and m["cmi"]:
+                times, column = m["cmi"]["t"], np.asarray(m["cmi"]["cmi"])[:, 0]
+            else:
+                column = None
+            columns.append(column)
+        if times is None:
+            continue
+        grid = np.array([np.full(len(times), np.nan) if c is None else c for c in columns]).T
+        positive = grid[np.isfinite(grid) & (grid > 0)]
+        norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-4), vmax=positive.max()) if positive.size else None
+        mesh = ax.pcolormesh(values, times, np.where(grid > 0, grid, np.nan), norm=norm, cmap="viridis",
+                             shading="nearest")
+        fig.colorbar(mesh, ax=ax, label=label)
+        for m in members:
+            star = m["r_star"] if m["r_star"] is not None else f">{max(m['radii'] or [0])}"
+            ax.annotate(f"r*={star}", (m["value"], 1.0), xytext=(0, 4), textcoords="offset points", ha="center",
+                        fontsize=7, annotation_clip=False)
+        ax.set_xlabel(parameter)
+        ax.set_ylabel("t (0 = data, 1 = noise)")
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
+    """r* against the correlation length of the data (with its interval); members where no radius up to
+    ``largest`` matches are drawn at largest + 1 with an upward arrow."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for m in members:
+        xi = m["data_correlation_length"]
+        err = None if xi["low"] is None else [[xi["value"] - xi["low"]], [xi["high"] - xi["value"]]]
+        found = m["r_star"] is not None
+        y = m["r_star"] if found else largest + 1
+        ax.errorbar(xi["value"], y, xerr=err, fmt="o" if found else "^", color="C0" if found else "C3", capsize=2)
+        ax.annotate(f"{parameter}={m['value']:g}", (xi["value"], y), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7)
+    ax.axhline(largest + 0.5, color="k", ls=":", lw=1)
+    ax.set_xlabel("correlation length of the data xi_2 (sites)")
+    ax.set_ylabel("r*: smallest radius whose all-local samples match")
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)

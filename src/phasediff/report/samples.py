@@ -2,7 +2,8 @@
 
     load_models      named checkpoints -> (models, image shape), checking that the shapes agree
     sample_to_file   a schedule of named models (one model, a hybrid, any `Schedule`) -> .npz + PNG grid
-    judge_file       quality of a .npz of samples against the test split, by the project's classifier
+    judge_file       quality of a .npz of samples against the test split, by the project's classifier, or by
+                     physical observables for lattice data (ising, grf, gmrf: judge_observables)
 """
 
 from __future__ import annotations
@@ -116,8 +117,25 @@ def judge_and_reference(data: str, judge=None):
     return load_judge(judge or default_judge(data)), load_dataset(data, split="test").images
 
 
+OBSERVABLE_KINDS = {"ising": "ising", "grf": "gaussian", "gmrf": "gaussian"}  # spec name -> how judge_file judges
+
+
+def observable_kind(data: str) -> str | None:
+    """"ising" or "gaussian" when ``data`` names a lattice model judged by its physical observables, else None."""
+    from phasediff.data.registry import is_file_spec
+    from phasediff.specs import parse_spec
+
+    return None if is_file_spec(data) else OBSERVABLE_KINDS.get(parse_spec(data)[0])
+
+
 def judge_file(samples, data: str, judge=None, memorisation: bool = True, rounds: int = 50, seed: int = 0) -> dict:
-    """Quality of the images in a .npz (key ``images``) against the test split of ``data``."""
+    """Quality of the images in a .npz (key ``images``) against the test split of ``data``: by the project's
+    classifier, or by physical observables for Ising and Gaussian-field specs (see `judge_observables`, which
+    takes its own bootstrap rounds; ``rounds`` and ``memorisation`` are the classifier's)."""
+    if observable_kind(data) is not None:
+        if judge is not None:
+            raise PhasediffError(f"{data} is judged by its physical observables, not by a classifier: drop --judge")
+        return judge_observables(samples, data, seed=seed)
     from phasediff.data.images import load_file
     from phasediff.data.registry import load_dataset
     from phasediff.metrics import quality
@@ -131,3 +149,68 @@ def judge_file(samples, data: str, judge=None, memorisation: bool = True, rounds
     training = load_dataset(data, split="train").images if memorisation else None
     report = quality(classifier, images, reference, training=training, rounds=rounds, seed=seed)
     return {"samples": str(samples), "data": data, **report.to_dict()}
+
+
+MIN_REFERENCE = 1000  # reference configurations drawn at least, whatever the number of samples
+
+
+def judge_observables(samples, data: str, seed: int = 0) -> dict:
+    """Physical observables of the samples in a .npz against the model of ``data`` (`phasediff.observables`).
+
+    Ising: energy, |m|, C(d) and xi_2 against max(n, 1000) fresh configurations (the test draw of ``seed``), and
+    the verdict `matches`. Gaussian fields (grf, gmrf): the covariance errors against the exact covariance, with
+    the noise floor of n exact samples (the first n of that test draw).
+    """
+    from phasediff.data.images import load_file
+    from phasediff.data.registry import load_dataset, load_model
+    from phasediff.observables import gaussian_observables, ising_observables, matches
+    from phasediff.specs import parse_spec
+
+    if "crop" in parse_spec(data)[1]:
+        raise PhasediffError(f"{data}: the observables need the whole lattice; drop crop=")
+    kind, model = observable_kind(data), load_model(data)
+    images = load_file(Path(samples))[0]
+    if tuple(images.shape[1:]) != tuple(model.shape):
+        raise PhasediffError(f"samples of shape {tuple(images.shape[1:])} do not match {data} {tuple(model.shape)}")
+    reference = load_dataset(data, split="test", n=max(len(images), MIN_REFERENCE), seed=seed).images
+    head = {"samples": str(samples), "data": data, "kind": kind, "n": len(images), "n_reference": len(reference)}
+    if kind == "ising":
+        report = ising_observables(images, reference, seed=seed)
+        return {**head, "matches": matches(report), **report.to_dict()}
+    report = gaussian_observables(images, model.covariance, reference=reference, seed=seed)
+    return {**head, "reference": "exact covariance", **report.to_dict()}
+
+
+def observables_text(report: dict, first: int = 6) -> str:
+    """The text of `judge_observables`: the observables, generated against reference, with their intervals
+    (C(d) and the covariance errors for the ``first`` distances)."""
+    from phasediff.observables import ENERGY_TOLERANCE, W1_TOLERANCE
+
+    def show(entry: dict, index: int | None = None) -> str:
+        value, low, high = (entry[k] if index is None else entry[k][index] for k in ("value", "low", "high"))
+        return f"{value:.4g} [{low:.4g}, {high:.4g}]"
+
+    def row(label: str, key: str, index: int | None = None) -> str:
+        return f"{label:<16} {show(report[key], index)}  reference {show(report[key + '_reference'], index)}"
+
+    if report["kind"] == "ising":
+        distances = range(min(first, len(report["correlation"]["value"])))
+        return "\n".join([
+            (f"{report['n']} samples against {report['data']} (reference: {report['n_reference']} fresh samples of "
+             "the model; spins: image > 0.5)"),
+            row("energy per spin", "energy") + f"  difference {show(report['energy_difference'])}",
+            row("mean |m|", "abs_magnetisation") + f"  W1(|m|) {show(report['w1_abs_magnetisation'])}",
+            row("xi_2", "correlation_length"),
+            *(row(f"C({d})", "correlation", d) for d in distances),
+            (f"verdict: {'match' if report['matches'] else 'no match'} (|energy difference| <= {ENERGY_TOLERANCE:g}, "
+             f"W1(|m|) <= {W1_TOLERANCE:g})"),
+        ])
+    floor = report["covariance_error_floor"]
+    return "\n".join([
+        (f"{report['n']} samples against {report['data']} (reference: the exact covariance; floor: the same errors "
+         "of n exact samples)"),
+        *(f"mean |S_hat - S| at Chebyshev distance {d}: {show(report['covariance_error'], d)}  floor {floor[d]:.4g}"
+          for d in range(min(first, len(floor)))),
+        (f"relative Frobenius error {show(report['relative_frobenius'])}  "
+         f"floor {report['relative_frobenius_floor']:.4g}"),
+    ])

@@ -1,0 +1,306 @@
+"""Phases of a family of distributions: can local denoisers alone generate each member, and from which radius?
+
+For each member of a family (one parameter varied: ``ising:L=32,T=1.8:3.5:0.3``, ``gmrf:L=16,kappa=0.1;0.5;2``,
+``gmm2:L=16,mu=0.2:1:0.2``) and each radius r:
+
+- all-local generation: n samples drawn with the radius-r denoiser alone from t = 1 to 0 (Euler), judged against
+  fresh reference samples by the member's observables (`phasediff.observables`); r* is the smallest radius
+  whose samples match. The global denoiser is judged the same way: it must match, or a local failure means
+  nothing;
+- the locality gap Delta(t, r) = E||D_r(x_t) - D_global(x_t)||^2 / pixels on the forward process;
+- the CMI I_t(A:C|B_r) at the centre where the model has an exact one, with its Markov lengths xi(t);
+- the correlation length of the data itself (second moment, from the reference samples).
+
+Denoisers: the exact ones where the model has them (Wiener and local Wiener for Gaussian fields, which are the
+best linear and so the best denoisers of Gaussian data; the exact mixture denoiser for ``gmm2``), trained
+checkpoints otherwise (``models``: a folder of checkpoints whose sidecar ``data`` is the member's spec).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phasediff.errors import PhasediffError
+from phasediff.specs import parse_list, parse_spec
+
+FAMILIES = ("ising", "gmrf", "grf", "gmm2")
+
+
+@dataclass(frozen=True)
+class Family:
+    """The member specs of a family and the parameter that varies."""
+
+    name: str
+    parameter: str
+    values: tuple[float, ...]
+    members: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Family:
+        """'NAME:k=v,...,p=A:B:STEP' (or p=a;b;c): one parameter given as a range or a list."""
+        name, params = parse_spec(text)
+        if name not in FAMILIES:
+            raise PhasediffError(f"phases: a family is one of {', '.join(FAMILIES)} with one parameter varied, "
+                                 f"got {name!r}")
+        varied = [key for key, value in params.items() if ":" in value or ";" in value]
+        if len(varied) != 1:
+            raise PhasediffError(f"phases: give exactly one parameter as a range A:B:STEP or a list a;b;c, got "
+                                 f"{text!r}")
+        key = varied[0]
+        values = tuple(parse_list(params[key].replace(";", ","), float, f"values of {key}"))
+        fixed = ",".join(f"{k}={v}" for k, v in params.items() if k != key)
+        members = tuple(f"{name}:{fixed + ',' if fixed else ''}{key}={format(v, '.6g')}" for v in values)
+        return cls(name, key, values, members)
+
+
+def _ising_models(folder: Path | None) -> dict[tuple[str, int | None], Path]:
+    """{(data spec, radius or None for global): checkpoint} of the checkpoints in ``folder``."""
+    from phasediff.denoisers.checkpoint import read_info
+
+    found = {}
+    for sidecar in sorted(Path(folder).glob("*.json")) if folder else []:
+        info = read_info(sidecar.with_suffix(""))
+        kind = info.get("model_kind")
+        if kind == "local":
+            found[(info.get("data"), int(info["model"]["radius"]))] = sidecar.with_suffix("")
+        elif kind == "global":
+            found[(info.get("data"), None)] = sidecar.with_suffix("")
+    return found
+
+
+def denoisers(spec: str, radii: Sequence[int], models: Path | None = None) -> tuple[object, dict[int, object]]:
+    """(the global denoiser, {r: the radius-r denoiser}) of a member; radii without a model are left out."""
+    from phasediff.data.registry import load_model
+
+    model = load_model(spec)
+    name = spec.split(":")[0]
+    if name == "gmm2":
+        from phasediff.denoisers.mixture2 import TwoComponentDenoiser
+
+        return TwoComponentDenoiser.of(model), {r: TwoComponentDenoiser.of(model, r) for r in radii}
+    if name in ("gmrf", "grf"):
+        from phasediff.denoisers.analytic import LocalWienerDenoiser, WienerDenoiser
+
+        mean = np.zeros(len(model.covariance))
+        return (WienerDenoiser(mean, model.covariance, model.shape),
+                {r: LocalWienerDenoiser(mean, model.covariance, model.shape, r) for r in radii})
+    from phasediff.denoisers.checkpoint import load
+
+    found = _ising_models(models)
+    if (spec, None) not in found:
+        raise PhasediffError(f"no global checkpoint for {spec} in {models} (sidecar data must be {spec!r})")
+    return load(found[(spec, None)]), {r: load(found[(spec, r)]) for r in radii if (spec, r) in found}
+
+
+@dataclass
+class MemberResult:
+    """One member of the family: verdicts per radius, r*, the global model's verdict, gap, CMI, xi."""
+
+    spec: str
+    value: float
+    radii: list[int]
+    matches: dict[str, bool]
+    observables: dict[str, dict]
+    r_star: int | None
+    global_matches: bool
+    data_correlation_length: dict
+    gap: dict
+    cmi: dict | None
+    seconds: float
+    missing: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ENERGY_TOL, W1_TOL = 0.03, 0.05  # Ising and gmm2 verdicts (per spin; |m| distributions)
+FROBENIUS_MARGIN = 1.25  # a Gaussian member matches when its covariance error is within 1.25x the exact floor
+
+
+def judge(spec: str, samples: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[bool, dict]:
+    """(whether the samples match the reference, the observables) for one member.
+
+    Ising: |E - E_ref| <= 0.03 per spin and W1 of the |m| distributions <= 0.05. Gaussian fields: relative
+    Frobenius error of the covariance within FROBENIUS_MARGIN of that of as many exact samples. gmm2: W1 of the
+    distributions of |mean pixel| <= 0.05 (the sign commitment of the whole image).
+    """
+    from phasediff import observables
+    from phasediff.data.registry import load_model
+
+    name = spec.split(":")[0]
+    if name == "ising":
+        report = observables.ising_observables(samples, reference, seed=seed)
+        return observables.matches(report, ENERGY_TOL, W1_TOL), report.to_dict()
+    if name in ("gmrf", "grf"):
+        report = observables.gaussian_observables(samples, load_model(spec).covariance, reference, seed=seed)
+        ok = report.relative_frobenius.low <= FROBENIUS_MARGIN * report.relative_frobenius_floor
+        return bool(ok), report.to_dict()
+    m, m_ref = np.abs(samples.mean(axis=(1, 2, 3))), np.abs(reference.mean(axis=(1, 2, 3)))
+    w1 = float(observables.wasserstein1(m, m_ref))
+    return w1 <= W1_TOL, {"abs_mean": float(m.mean()), "abs_mean_reference": float(m_ref.mean()), "w1": w1}
+
+
+def second_moment_length(structure_zero: float, structure_kmin: float, L: int) -> float:
+    """xi_2 = sqrt(S(0) / S(k_min) - 1) / (2 sin(pi / L)), S the structure factor, k_min = 2 pi / L (0 when
+    S(0) < S(k_min))."""
+    return float(np.sqrt(max(structure_zero / structure_kmin - 1, 0.0)) / (2 * np.sin(np.pi / L)))
+
+
+def _correlation_length(spec: str, reference: np.ndarray) -> dict:
+    """xi_2 of the data: for Ising the observables' (from the reference samples, with its interval); for a
+    Gaussian field from its exact covariance, S(k) = (1/N) sum_ij S_ij cos(k.(x_i - x_j)); for gmm2 from the
+    reference samples, S(k) = <|sum_x x_x exp(-i k.x)|^2> / N (both k_min averaged over the two axes)."""
+    from phasediff import observables
+    from phasediff.data.registry import load_model
+
+    L = reference.shape[-1]
+    if spec.startswith("ising"):
+        return observables.ising_observables(reference, reference).correlation_length_reference.to_dict()
+    if spec.startswith(("gmrf", "grf")):
+        covariance = load_model(spec).covariance
+        ys, xs = np.divmod(np.arange(L * L), L)
+        k = 2 * np.pi / L
+        structure = lambda phase: float((covariance * np.cos(phase[:, None] - phase[None, :])).sum()) / L**2  # noqa: E731
+        kmin = (structure(k * ys) + structure(k * xs)) / 2
+        return {"value": second_moment_length(structure(0 * ys), kmin, L), "low": None, "high": None}
+    spectrum = (np.abs(np.fft.fft2(reference[:, 0].astype(np.float64))) ** 2).mean(axis=0) / L**2
+    kmin = (spectrum[1, 0] + spectrum[0, 1]) / 2
+    return {"value": second_moment_length(spectrum[0, 0], kmin, L), "low": None, "high": None}
+
+
+def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, steps: int = 32, seed: int = 0,
+               models: Path | None = None, gap_images: int = 256, ts: Sequence[float] | None = None) -> MemberResult:
+    """All-local generation at each radius, the global model's own verdict, the gap, the exact CMI (if any)."""
+    import time
+
+    from phasediff.data.registry import load_dataset, load_model
+    from phasediff.diagnostics.gap import forward_gap
+    from phasediff.sampling import sample
+
+    start = time.perf_counter()
+    global_, local = denoisers(spec, radii, models)
+    reference = load_dataset(spec, split="test", n=n, seed=seed).images
+    shape = tuple(reference.shape[1:])
+    draw = lambda d: sample(d, n, shape, steps=steps, seed=seed).numpy()  # noqa: E731
+    with torch.no_grad():
+        global_ok, global_obs = judge(spec, draw(global_), reference, seed)
+        verdicts = {r: judge(spec, draw(d), reference, seed) for r, d in local.items()}
+        gap = forward_gap(local, global_, torch.from_numpy(reference[:gap_images]), steps=steps, seed=seed) \
+            if local else None
+    matched = [r for r in sorted(verdicts) if verdicts[r][0]]
+    return MemberResult(
+        spec=spec, value=value, radii=sorted(local), matches={str(r): v[0] for r, v in verdicts.items()},
+        observables={"global": global_obs, **{str(r): v[1] for r, v in verdicts.items()}},
+        r_star=matched[0] if matched else None, global_matches=global_ok,
+        data_correlation_length=_correlation_length(spec, reference),
+        gap=None if gap is None else gap.to_dict(), cmi=_exact_cmi(load_model(spec), spec, radii, ts, seed),
+        seconds=time.perf_counter() - start, missing=[r for r in radii if r not in local])
+
+
+def _exact_cmi(model, spec: str, radii: Sequence[int], ts: Sequence[float] | None, seed: int) -> dict | None:
+    """The exact CMI at the centre over (t, r) with its Markov lengths, for models that have one."""
+    from phasediff.info.cmi import measure_cmi
+
+    if spec.startswith("ising"):
+        return None
+    L = model.shape[-1]
+    rs = [r for r in radii if 2 * r + 1 < L]
+    ts = list(np.round(np.linspace(0.05, 0.95, 19), 6)) if ts is None else list(ts)
+    result = measure_cmi(model, ts, rs, "exact", seed=seed)
+    result.analyse(seed=seed)
+    return {"t": result.t, "r": result.r, "cmi": np.asarray(result.cmi).tolist(), "analysis": result.analysis}
+
+
+@dataclass(frozen=True)
+class PhasesOptions:
+    """What ``phasediff phases`` measures: the radii, samples per model, sampler steps, the models' folder."""
+
+    radii: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    n: int = 1000
+    steps: int = 32
+    seed: int = 0
+    models: str | None = None
+    gap_images: int = 256
+
+    def check(self) -> None:
+        if not self.radii or min(self.radii) < 1:
+            raise PhasediffError(f"radii must be integers >= 1, got {list(self.radii)}")
+        for name in ("n", "steps", "gap_images"):
+            if getattr(self, name) < 1:
+                raise PhasediffError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def run_phases(family: Family, options: PhasesOptions, out: Path, force: bool = False) -> dict:
+    """Every member into ``out/members/K.json`` as it finishes (a rerun with the same settings resumes there;
+    other settings need ``force``), then results.json, table.md, phase_diagram.png and r_star.png."""
+    from phasediff.progress import progress
+    from phasediff.rundir import output_lock, save_json
+
+    options.check()
+    out = Path(out)
+    settings = {"family": family.members, "parameter": family.parameter, **asdict(options)}
+    settings = json.loads(json.dumps(settings))
+    with output_lock(out):
+        replaced = _prepare(out, settings, force)
+        members = []
+        for k, (spec, value) in enumerate(progress(list(zip(family.members, family.values)), desc="phases")):
+            done = out / "members" / f"{k}.json"
+            if not done.exists():
+                result = run_member(spec, value, options.radii, options.n, options.steps, options.seed,
+                                    Path(options.models) if options.models else None, options.gap_images)
+                save_json(done, result.to_dict())
+            members.append(json.loads(done.read_text()))
+        summary = {"settings": settings, "members": members}
+        from phasediff.report.phase_figures import phases_figure, r_star_figure
+
+        phases_figure(members, family.parameter, out / "phase_diagram.png")
+        r_star_figure(members, family.parameter, max(options.radii), out / "r_star.png")
+        (out / "table.md").write_text(phases_table(members, family.parameter) + "\n")
+        save_json(out / "results.json", summary)
+        if replaced is not None:
+            shutil.rmtree(replaced)
+    return summary
+
+
+def _prepare(out: Path, settings: dict, force: bool) -> Path | None:
+    """A new run folder, or the same settings' unfinished one. With ``force`` an existing one is renamed aside
+    (returned, to be deleted once the new run is whole)."""
+    import tempfile
+
+    from phasediff.rundir import save_json
+
+    config, replaced = out / "config.json", None
+    if out.exists() and force:
+        replaced = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, replaced)
+    if out.exists():
+        if not config.exists() or json.loads(config.read_text()) != settings:
+            raise PhasediffError(f"{out} holds another run (other settings); choose another --out or pass --force")
+    else:
+        (out / "members").mkdir(parents=True)
+        save_json(config, settings)
+    return replaced
+
+
+def phases_table(members: Sequence[dict], parameter: str) -> str:
+    """A Markdown table: the member, its data's correlation length, the global model's verdict, the
+    all-local verdict per radius and r*."""
+    radii = sorted({int(r) for m in members for r in m["matches"]})
+    lines = [f"| {parameter} | xi (data) | global | " + " | ".join(f"r = {r}" for r in radii) + " | r* |",
+             "|---" * (len(radii) + 4) + "|"]
+    for m in members:
+        xi = m["data_correlation_length"]
+        span = "" if xi["low"] is None else f" [{xi['low']:.2f}, {xi['high']:.2f}]"
+        cells = ["match" if m["matches"].get(str(r)) else ("no model" if r in m["missing"] else "fails")
+                 for r in radii]
+        lines.append(f"| {m['value']:g} | {xi['value']:.2f}{span} | {'match' if m['global_matches'] else 'FAILS'} | "
+                     + " | ".join(cells) + f" | {m['r_star'] if m['r_star'] is not None else '> ' + str(max(radii))} |")
+    return "\n".join(lines)
