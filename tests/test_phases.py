@@ -54,3 +54,19 @@ def test_ising_members_need_their_checkpoints(cli, tmp_path):
     status, _, err = cli("phases", "ising:L=8,T=2;3", "--radii", "1", "--n", "10", "--models", tmp_path,
                          "--out", tmp_path / "run", "--quiet")
     assert status == 2 and "no global checkpoint for ising:L=8,T=2" in err
+
+
+def test_samples_of_unbounded_data_are_not_clipped(cli_json, tmp_path):
+    import numpy as np
+    import torch
+
+    from phasediff.denoisers.checkpoint import save
+    from phasediff.denoisers.local import LocalDenoiser
+
+    torch.manual_seed(0)
+    for data in ("gmrf:L=8,kappa=1", "digits"):
+        save(tmp_path / data[:4], LocalDenoiser(1, width=4), {"data": data, "image_shape": [1, 8, 8]}, weights="ema")
+        cli_json("sample", "--model", tmp_path / data[:4], "--n", "20", "--steps", "4", "--out", tmp_path / f"{data[:4]}.npz")
+    unbounded, clipped = (np.load(tmp_path / f"{name}.npz")["images"] for name in ("gmrf", "digi"))
+    assert unbounded.min() < 0 or unbounded.max() > 1
+    assert clipped.min() >= 0 and clipped.max() <= 1

@@ -488,8 +488,8 @@ def _sample_plan(args, device: str):
     if (args.local is None) != (args.window is None):
         raise PhasediffError("--local and --window go together")
     if args.local is None:
-        models, shape = load_models({"global": Path(args.model[0])}, device)
-        return models, shape, Schedule((), member)
+        models, shape = load_models({"model": Path(args.model[0])}, device)
+        return models, shape, Schedule((), member.replace("global", "model"))
     models, shape = load_pair(Path(args.model[0]), args.local, device)
     windows = resolve_windows(args.window, models["local"], models["global"], shape, steps=args.steps,
                               tolerance=args.tolerance, seed=args.seed)
@@ -497,15 +497,16 @@ def _sample_plan(args, device: str):
 
 
 def cmd_sample(args) -> None:
-    from phasediff.report.samples import SampleOptions, sample_to_file
+    from phasediff.report.samples import SampleOptions, clips, sample_to_file
 
     out = check_output_file(args.out, (".npz",))
     _check_positive(args, "n", "steps", "batch_size")
     _check_tolerance(args.tolerance)
     device = resolve_device(args.device)
     models, shape, schedule = _sample_plan(args, device)
+    first = Path(args.model[0].partition("=")[2] or args.model[0])
     options = SampleOptions(n=args.n, steps=args.steps, method=args.method, seed=args.seed,
-                            batch_size=args.batch_size, device=device, precision=args.precision)
+                            batch_size=args.batch_size, device=device, precision=args.precision, clip=clips(first))
     summary = sample_to_file(models, shape, schedule, out, options, label=args.label,
                              title=", ".join(Path(m.partition("=")[2] or m).name for m in args.model))
     _emit(args, summary, f"wrote {summary['n']} samples to {out} and {summary['grid']} "

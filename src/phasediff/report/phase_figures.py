@@ -144,7 +144,7 @@ def phases_figure(members, parameter: str, path: Path) -> None:
     smallest radius whose all-local samples match the data; '>R' where none does)."""
     with_cmi = any(m["cmi"] for m in members)
     fig, axes = plt.subplots(1, 2 if with_cmi else 1, figsize=(11 if with_cmi else 6, 4.4), squeeze=False)
-    values = np.array([m["value"] for m in members])
+    columns_at = np.arange(len(members))  # one equal-width column per member, labelled by its value
     panels = [("gap", "locality gap, smallest radius (per-pixel MSE)")] + ([("cmi", "I_t(A:C|B_1), nats")]
                                                                           if with_cmi else [])
     for ax, (what, label) in zip(axes[0], panels):
@@ -162,13 +162,14 @@ def phases_figure(members, parameter: str, path: Path) -> None:
         grid = np.array([np.full(len(times), np.nan) if c is None else c for c in columns]).T
         positive = grid[np.isfinite(grid) & (grid > 0)]
         norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-4), vmax=positive.max()) if positive.size else None
-        mesh = ax.pcolormesh(values, times, np.where(grid > 0, grid, np.nan), norm=norm, cmap="viridis",
+        mesh = ax.pcolormesh(columns_at, times, np.where(grid > 0, grid, np.nan), norm=norm, cmap="viridis",
                              shading="nearest")
         fig.colorbar(mesh, ax=ax, label=label)
-        for m in members:
+        for x, m in zip(columns_at, members):
             star = m["r_star"] if m["r_star"] is not None else f">{max(m['radii'] or [0])}"
-            ax.annotate(f"r*={star}", (m["value"], 1.0), xytext=(0, 4), textcoords="offset points", ha="center",
+            ax.annotate(f"r*={star}", (x, max(times)), xytext=(0, 8), textcoords="offset points", ha="center",
                         fontsize=7, annotation_clip=False)
+        ax.set_xticks(columns_at, [f"{m['value']:g}" for m in members])
         ax.set_xlabel(parameter)
         ax.set_ylabel("t (0 = data, 1 = noise)")
     fig.tight_layout()

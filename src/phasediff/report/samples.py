@@ -56,12 +56,14 @@ class SampleOptions:
     batch_size: int = 500
     device: str = "cpu"
     precision: str = "fp32"
+    clip: bool = True  # images in [0, 1]; False for unbounded data (Gaussian fields, gmm2)
 
 
 def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedule: Schedule, out: Path,
                    options: SampleOptions, label: int | None = None, title: str = "") -> dict:
     """Sample the schedule's denoiser of the named ``models`` into ``out`` (.npz, images (N, C, H, W) clipped to
-    [0, 1]) and a PNG grid beside it. ``label`` reaches the members written NAME*S."""
+    [0, 1] unless ``options.clip`` is off) and a PNG grid beside it. ``label`` reaches the members written
+    NAME*S."""
     guided = [member for member in schedule.members() if "*" in member]
     if label is None and guided:
         raise PhasediffError(f"{', '.join(guided)} take the class label: pass --label")
@@ -78,7 +80,7 @@ def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedul
         images = sample(denoiser, options.n, shape, steps=options.steps, method=options.method, seed=options.seed,
                         label=labels, batch_size=options.batch_size, device=options.device)
     seconds = time.perf_counter() - start
-    images = images.clamp(0, 1).numpy().astype(np.float32)
+    images = (images.clamp(0, 1) if options.clip else images).numpy().astype(np.float32)
     out = Path(out)
     grid = out.with_suffix(".png")
 
@@ -91,6 +93,14 @@ def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedul
     return {"out": str(out), "grid": str(grid), "n": options.n, "steps": options.steps, "method": options.method,
             "schedule": schedule.text(), "seconds": seconds, "images_per_second": options.n / seconds,
             "evaluations": dict(denoiser.evaluations)}
+
+
+UNBOUNDED = ("grf", "gmrf", "gmm2")  # data specs whose values are not confined to [0, 1]
+
+
+def clips(checkpoint) -> bool:
+    """Whether samples of this checkpoint's data are clipped to [0, 1] (not for Gaussian fields and gmm2)."""
+    return not str(read_info(checkpoint).get("data") or "").startswith(UNBOUNDED)
 
 
 def default_judge(data: str) -> Path:
