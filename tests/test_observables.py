@@ -144,3 +144,19 @@ def test_judge_refuses_samples_of_another_shape_in_one_line(cli, tmp_path):
     status, out, err = cli("judge", path, "--data", "ising:L=8,T=3")
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "do not match" in err
+
+
+def test_lattice_copies_find_training_configurations():
+    import numpy as np
+
+    from phasediff.data.registry import load_dataset
+    from phasediff.observables import lattice_copies
+
+    train = load_dataset("ising:L=8,T=3.0", split="train", n=300).images
+    fresh = load_dataset("ising:L=8,T=3.0", split="test", n=100).images
+    copied = lattice_copies(train[:50], train)
+    assert copied["copied_fraction"] == 1.0 and copied["nearest_hamming_median"] == 0.0
+    new = lattice_copies(fresh, train)
+    assert new["copied_fraction"] < 0.05 and 0.05 < new["nearest_hamming_median"] < 0.5
+    flipped = lattice_copies(1 - train[:10], train)  # every spin flipped: half the sites differ at most
+    assert flipped["copied_fraction"] <= 0.1 and np.isfinite(flipped["nearest_hamming_median"])

@@ -352,3 +352,23 @@ def gaussian_observables(samples, covariance, reference=None, rounds: int = GAUS
         relative_frobenius=_spread_interval(frobenius[0], frobenius[1:]),
         covariance_error_floor=floor, relative_frobenius_floor=floor_frobenius,
     )
+
+
+def lattice_copies(samples, training, block: int = 2000) -> dict:
+    """Memorisation of lattice samples: the fraction of generated configurations identical to a training one,
+    and the median over samples of the nearest training configuration's Hamming distance (fraction of sites).
+
+    With spins s, s' in {-1, +1}^N the Hamming distance is (N - s.s') / 2, so the nearest training
+    configuration of every sample is one matrix product per block of training configurations.
+    """
+    generated = lattice_spins(samples).reshape(len(samples), -1).astype(np.float32)
+    train = lattice_spins(training).reshape(len(training), -1).astype(np.float32)
+    if generated.shape[1] != train.shape[1]:
+        raise PhasediffError(f"samples of {generated.shape[1]} sites do not match training data of {train.shape[1]}")
+    best = np.full(len(generated), -np.inf, dtype=np.float32)
+    for start in range(0, len(train), block):
+        best = np.maximum(best, (generated @ train[start:start + block].T).max(axis=1))
+    sites = generated.shape[1]
+    hamming = (sites - best) / 2 / sites
+    return {"copied_fraction": float((hamming == 0).mean()), "nearest_hamming_median": float(np.median(hamming)),
+            "n_training": len(train)}

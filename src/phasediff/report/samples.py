@@ -167,13 +167,13 @@ MIN_REFERENCE = 1000  # reference configurations drawn at least, whatever the nu
 def judge_observables(samples, data: str, seed: int = 0) -> dict:
     """Physical observables of the samples in a .npz against the model of ``data`` (`phasediff.observables`).
 
-    Ising: energy, |m|, C(d) and xi_2 against max(n, 1000) fresh configurations (the test draw of ``seed``), and
-    the verdict `matches`. Gaussian fields (grf, gmrf): the covariance errors against the exact covariance, with
+    Ising: energy, |m|, C(d) and xi_2 against max(n, 1000) fresh configurations (the test draw of ``seed``), the
+    verdict `matches`, and how many samples copy a configuration of the training draw of ``seed``. Gaussian fields (grf, gmrf): the covariance errors against the exact covariance, with
     the noise floor of n exact samples (the first n of that test draw).
     """
     from phasediff.data.images import load_file
     from phasediff.data.registry import load_dataset, load_model
-    from phasediff.observables import gaussian_observables, ising_observables, matches
+    from phasediff.observables import gaussian_observables, ising_observables, lattice_copies, matches
     from phasediff.specs import parse_spec
 
     if "crop" in parse_spec(data)[1]:
@@ -186,7 +186,9 @@ def judge_observables(samples, data: str, seed: int = 0) -> dict:
     head = {"samples": str(samples), "data": data, "kind": kind, "n": len(images), "n_reference": len(reference)}
     if kind == "ising":
         report = ising_observables(images, reference, seed=seed)
-        return {**head, "matches": matches(report), **report.to_dict()}
+        training = load_dataset(data, split="train", seed=seed).images  # the draw `phasediff train` uses
+        return {**head, "matches": matches(report), **report.to_dict(),
+                "memorisation": lattice_copies(images, training)}
     report = gaussian_observables(images, model.covariance, reference=reference, seed=seed)
     return {**head, "reference": "exact covariance", **report.to_dict()}
 
@@ -214,6 +216,9 @@ def observables_text(report: dict, first: int = 6) -> str:
             *(row(f"C({d})", "correlation", d) for d in distances),
             (f"verdict: {'match' if report['matches'] else 'no match'} (|energy difference| <= {ENERGY_TOLERANCE:g}, "
              f"W1(|m|) <= {W1_TOLERANCE:g})"),
+            (f"copies of a training configuration: {report['memorisation']['copied_fraction']:.3f} (median nearest "
+             f"Hamming distance {report['memorisation']['nearest_hamming_median']:.3f} of the sites, "
+             f"{report['memorisation']['n_training']} training configurations)"),
         ])
     floor = report["covariance_error_floor"]
     return "\n".join([
