@@ -20,10 +20,29 @@ def mean_interval(per_item: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.
     return mean, err
 
 
+def wilson_interval(k, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion, k successes in n trials (arrays broadcast):
+
+        (k + z^2 / 2) / (n + z^2)  -+  z / (n + z^2) * sqrt(k (n - k) / n + z^2 / 4).
+
+    Unlike p -+ z sqrt(p (1 - p) / n) it stays inside [0, 1] and is not empty at k = 0 or k = n."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
+        raise PhasediffError(f"wilson_interval needs 0 <= k <= n and n >= 1, got k={k.tolist()}, n={n.tolist()}")
+    centre = (k + z**2 / 2) / (n + z**2)
+    half = z / (n + z**2) * np.sqrt(k * (n - k) / n + z**2 / 4)
+    return centre - half, centre + half
+
+
+def seeded_generator(seed: int, *index: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, *index) by NumPy's SeedSequence: one independent stream per index."""
+    state = int(np.random.SeedSequence([int(seed), *map(int, index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(state)
+
+
 def seeded_noise(shape: tuple[int, ...], seed: int, index: int) -> torch.Tensor:
     """Standard normal noise from a generator seeded with (seed, index): independent streams per index."""
-    state = int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(state))
+    return torch.randn(shape, generator=seeded_generator(seed, index))
 
 
 def crossings(t, y, level: float) -> tuple[float, float] | None:

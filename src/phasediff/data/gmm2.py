@@ -17,7 +17,7 @@ from phasediff.paths import check_times
 HERMITE_NODES = 200
 
 
-def _expect_standard_normal(fn) -> np.ndarray:
+def expect_standard_normal(fn) -> np.ndarray:
     """E_z fn(z) for z ~ N(0, 1) by Gauss-Hermite (probabilists') quadrature."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
     return fn(nodes) @ (weights / weights.sum())
@@ -26,7 +26,7 @@ def _expect_standard_normal(fn) -> np.ndarray:
 def F(K) -> np.ndarray:
     """F(K) = E_z log(1 + exp(-2 K^2 - 2 K z)) = log 2 - I(s : x_R) for K = K_R."""
     K = np.atleast_1d(np.asarray(K, dtype=np.float64))[:, None]
-    return _expect_standard_normal(lambda z: np.logaddexp(0.0, -2 * K**2 - 2 * K * z[None, :]))
+    return expect_standard_normal(lambda z: np.logaddexp(0.0, -2 * K**2 - 2 * K * z[None, :]))
 
 
 class TwoComponentMixture:
