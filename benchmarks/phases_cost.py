@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from phasediff.data.registry import load_dataset
+from phasediff.data.registry import load_dataset, load_model
 from phasediff.denoisers.local import LocalDenoiser
 from phasediff.denoisers.unet import UNet
 from phasediff.diagnostics.gap import forward_gap
@@ -47,6 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     reference, reference_seconds = _timed(lambda: load_dataset(args.spec, split="test", n=args.n).images)
+    model_of_spec = load_model(args.spec)
     shape = tuple(reference.shape[1:])
     models = {"global": UNet(base=args.base, mults=(1, 2, 2), image_size=shape[-1], periodic=True).eval()}
     models.update({f"r={r}": LocalDenoiser(r, width=args.width, periodic=True).eval()
@@ -55,7 +56,7 @@ def main() -> None:
     with torch.no_grad():
         for name, model in models.items():
             images, generation[name] = _timed(lambda: sample(model, args.n, shape, steps=args.steps).numpy())
-            _, judging[name] = _timed(lambda: judge(args.spec, images, reference))
+            _, judging[name] = _timed(lambda: judge(args.spec, model_of_spec, images, reference))
         local = {int(name[2:]): m for name, m in models.items() if name != "global"}
         _, gap_seconds = _timed(lambda: forward_gap(local, models["global"],
                                                     torch.from_numpy(reference[:args.gap_images]), steps=args.steps))

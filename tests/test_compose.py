@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasediff.denoisers.compose import Conditioned, Guided, Piecewise, Unconditional, hybrid
+from phasediff.denoisers.compose import Conditioned, Guided, Piecewise, Unconditional
 from phasediff.denoisers.local import LocalDenoiser
 from phasediff.denoisers.schedule import Schedule, parse_windows
 from phasediff.denoisers.unet import UNet
@@ -143,9 +143,10 @@ def test_hybrid_equals_sampling_each_member_by_hand():
     the global model 10 of 32 steps."""
     torch.manual_seed(4)
     local, global_ = LocalDenoiser(1, width=4).eval(), UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8).eval()
-    np.testing.assert_array_equal(sample(hybrid(local, global_, [(0, 1)]), 3, SHAPE, steps=4, seed=1).numpy(),
+    models = {"local": local, "global": global_}
+    np.testing.assert_array_equal(sample(Schedule.hybrid([(0, 1)]).build(models), 3, SHAPE, steps=4, seed=1).numpy(),
                                   sample(global_, 3, SHAPE, steps=4, seed=1).numpy())
-    model = hybrid(local, global_, [(0.2, 0.5)])
+    model = Schedule.hybrid([(0.2, 0.5)]).build(models)
     sample(model, 2, SHAPE, steps=32, seed=1)
     assert model.evaluations == {"global": 20, "local": 44}
 

@@ -496,7 +496,7 @@ def _sample_plan(args, device: str):
 
     if args.guidance != 1.0 and args.label is None:
         raise PhasediffError("--guidance needs --label")
-    member = "global" if args.label is None else f"global*{float(args.guidance)!r}"
+    labelled = "" if args.label is None else f"*{float(args.guidance)!r}"  # how the label reaches --model
     if args.schedule is not None:
         if args.local is not None or args.window is not None:
             raise PhasediffError("--schedule replaces --local and --window; name the models with --model NAME=PATH")
@@ -511,11 +511,11 @@ def _sample_plan(args, device: str):
         raise PhasediffError("--local and --window go together")
     if args.local is None:
         models, shape = load_models({"model": Path(args.model[0])}, device)
-        return models, shape, Schedule((), member.replace("global", "model"))
+        return models, shape, Schedule((), "model" + labelled)
     models, shape = load_pair(Path(args.model[0]), args.local, device)
     windows = resolve_windows(args.window, models["local"], models["global"], shape, steps=args.steps,
                               tolerance=args.tolerance, seed=args.seed)
-    return models, shape, Schedule.hybrid(windows, inside=member)
+    return models, shape, Schedule.hybrid(windows, inside="global" + labelled)
 
 
 def cmd_sample(args) -> None:
@@ -615,7 +615,6 @@ def cmd_phases(args) -> None:
     options = PhasesOptions(radii=tuple(parse_list(args.radii, int, "--radii")), n=args.n, steps=args.steps,
                             seed=args.seed, models=None if args.models is None else str(args.models),
                             gap_images=args.gap_images)
-    options.check()
     if args.models is not None and not args.models.is_dir():
         raise PhasediffError(f"--models {args.models} is not a folder")
     if not args.out.parent.is_dir():

@@ -13,6 +13,7 @@ hybrid is ``Piecewise([(0.1, 0.9, Guided(g, 2.0))], default=Unconditional(local)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -114,7 +115,7 @@ class Guided(nn.Module):
         super().__init__()
         if getattr(model, "num_classes", None) is None:
             raise PhasediffError("guidance needs a class-conditional network")
-        if not float(scale) == float(scale) or abs(float(scale)) == float("inf"):
+        if not math.isfinite(float(scale)):
             raise PhasediffError(f"the guidance scale must be a finite number, got {scale}")
         self.model, self.scale = model, float(scale)
         self.radius = getattr(model, "radius", None)
@@ -160,11 +161,3 @@ class Unconditional(nn.Module):
 
     def forward(self, x_t: Tensor, t, label: Tensor | None = None) -> Tensor:
         return self.model(x_t, t, None)
-
-
-def hybrid(local, global_, windows: Sequence[Sequence[float]]) -> Piecewise:
-    """The hybrid sampler's denoiser: ``global_`` (with the label) inside the windows, ``local`` (without
-    it) elsewhere; evaluations are counted as "global" and "local"."""
-    cheap = Unconditional(local)
-    return Piecewise([(lo, hi, global_) for lo, hi in check_windows(windows)], default=cheap,
-                     names={"global": global_, "local": cheap})

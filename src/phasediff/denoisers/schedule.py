@@ -12,6 +12,7 @@ guidance 3 is "0.4:0.5=g*3,g".
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ def parse_member(text: str) -> tuple[str, float | None]:
         value = float(scale)
     except ValueError:
         raise PhasediffError(f"bad guidance scale {scale!r} in the schedule ({SYNTAX})") from None
-    if value != value or abs(value) == float("inf"):
+    if not math.isfinite(value):
         raise PhasediffError(f"the guidance scale must be a finite number, got {scale!r}")
     return name, value
 
@@ -76,13 +77,10 @@ class Schedule:
                     raise PhasediffError(f"only the last entry may be a bare model name, got {part!r} ({SYNTAX})")
                 default = part
                 continue
-            bounds = window.split(":")
             try:
-                lo, hi = (float(b) for b in bounds) if len(bounds) == 2 else (None, None)
-            except ValueError:
-                lo = None
-            if lo is None:
-                raise PhasediffError(f"bad piece {part!r} ({SYNTAX})")
+                lo, hi = (float(b) for b in window.split(":"))
+            except ValueError:  # not two numbers
+                raise PhasediffError(f"bad piece {part!r} ({SYNTAX})") from None
             pieces.append((lo, hi, member.strip()))
         return cls(tuple(pieces), default)
 

@@ -76,11 +76,9 @@ def _ising_models(folder: Path | None) -> dict[tuple[str, int | None], Path]:
     return found
 
 
-def denoisers(spec: str, radii: Sequence[int], models: Path | None = None) -> tuple[object, dict[int, object]]:
-    """(the global denoiser, {r: the radius-r denoiser}) of a member; radii without a model are left out."""
-    from phasediff.data.registry import load_model
-
-    model = load_model(spec)
+def denoisers(spec: str, model, radii: Sequence[int], models: Path | None = None) -> tuple[object, dict[int, object]]:
+    """(the global denoiser, {r: the radius-r denoiser}) of a member and its exact ``model``; radii without a
+    model are left out."""
     name = spec.split(":")[0]
     if name == "gmm2":
         from phasediff.denoisers.mixture2 import TwoComponentDenoiser
@@ -125,22 +123,21 @@ ENERGY_TOL, W1_TOL = 0.03, 0.05  # Ising and gmm2 verdicts (per spin; |m| distri
 FROBENIUS_MARGIN = 1.25  # a Gaussian member matches when its covariance error is within 1.25x the exact floor
 
 
-def judge(spec: str, samples: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[bool, dict]:
-    """(whether the samples match the reference, the observables) for one member.
+def judge(spec: str, model, samples: np.ndarray, reference: np.ndarray, seed: int = 0) -> tuple[bool, dict]:
+    """(whether the samples match the reference, the observables) for one member and its exact ``model``.
 
     Ising: |E - E_ref| <= 0.03 per spin and W1 of the |m| distributions <= 0.05. Gaussian fields: relative
     Frobenius error of the covariance within FROBENIUS_MARGIN of that of as many exact samples. gmm2: W1 of the
     distributions of |mean pixel| <= 0.05 (the sign commitment of the whole image).
     """
     from phasediff import observables
-    from phasediff.data.registry import load_model
 
     name = spec.split(":")[0]
     if name == "ising":
         report = observables.ising_observables(samples, reference, seed=seed)
         return observables.matches(report, ENERGY_TOL, W1_TOL), report.to_dict()
     if name in ("gmrf", "grf"):
-        report = observables.gaussian_observables(samples, load_model(spec).covariance, reference, seed=seed)
+        report = observables.gaussian_observables(samples, model.covariance, reference, seed=seed)
         ok = report.relative_frobenius.low <= FROBENIUS_MARGIN * report.relative_frobenius_floor
         return bool(ok), report.to_dict()
     m, m_ref = np.abs(samples.mean(axis=(1, 2, 3))), np.abs(reference.mean(axis=(1, 2, 3)))
@@ -148,32 +145,25 @@ def judge(spec: str, samples: np.ndarray, reference: np.ndarray, seed: int = 0) 
     return w1 <= W1_TOL, {"abs_mean": float(m.mean()), "abs_mean_reference": float(m_ref.mean()), "w1": w1}
 
 
-def second_moment_length(structure_zero: float, structure_kmin: float, L: int) -> float:
-    """xi_2 = sqrt(S(0) / S(k_min) - 1) / (2 sin(pi / L)), S the structure factor, k_min = 2 pi / L (0 when
-    S(0) < S(k_min))."""
-    return float(np.sqrt(max(structure_zero / structure_kmin - 1, 0.0)) / (2 * np.sin(np.pi / L)))
+def _correlation_length(spec: str, model, reference: np.ndarray, global_observables: dict) -> dict:
+    """xi_2 of the data (`observables.correlation_length`): for Ising the reference's, already measured with its
+    interval by the global model's judge; for a Gaussian field from its exact covariance,
+    S(k) = (1/N) sum_ij S_ij cos(k.(x_i - x_j)); for gmm2 from the reference samples,
+    S(k) = <|sum_x x_x exp(-i k.x)|^2> / N (k_min averaged over the two axes)."""
+    from phasediff.observables import correlation_length
 
-
-def _correlation_length(spec: str, reference: np.ndarray) -> dict:
-    """xi_2 of the data: for Ising the observables' (from the reference samples, with its interval); for a
-    Gaussian field from its exact covariance, S(k) = (1/N) sum_ij S_ij cos(k.(x_i - x_j)); for gmm2 from the
-    reference samples, S(k) = <|sum_x x_x exp(-i k.x)|^2> / N (both k_min averaged over the two axes)."""
-    from phasediff import observables
-    from phasediff.data.registry import load_model
-
-    L = reference.shape[-1]
     if spec.startswith("ising"):
-        return observables.ising_observables(reference, reference).correlation_length_reference.to_dict()
+        return global_observables["correlation_length_reference"]
+    L = reference.shape[-1]
     if spec.startswith(("gmrf", "grf")):
-        covariance = load_model(spec).covariance
         ys, xs = np.divmod(np.arange(L * L), L)
         k = 2 * np.pi / L
-        structure = lambda phase: float((covariance * np.cos(phase[:, None] - phase[None, :])).sum()) / L**2  # noqa: E731
-        kmin = (structure(k * ys) + structure(k * xs)) / 2
-        return {"value": second_moment_length(structure(0 * ys), kmin, L), "low": None, "high": None}
-    spectrum = (np.abs(np.fft.fft2(reference[:, 0].astype(np.float64))) ** 2).mean(axis=0) / L**2
-    kmin = (spectrum[1, 0] + spectrum[0, 1]) / 2
-    return {"value": second_moment_length(spectrum[0, 0], kmin, L), "low": None, "high": None}
+        structure = lambda phase: float((model.covariance * np.cos(phase[:, None] - phase[None, :])).sum()) / L**2  # noqa: E731
+        zero, kmin = structure(0 * ys), (structure(k * ys) + structure(k * xs)) / 2
+    else:
+        spectrum = (np.abs(np.fft.fft2(reference[:, 0].astype(np.float64))) ** 2).mean(axis=0) / L**2
+        zero, kmin = spectrum[0, 0], (spectrum[1, 0] + spectrum[0, 1]) / 2
+    return {"value": float(correlation_length(zero, kmin, L)), "low": None, "high": None}
 
 
 def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, steps: int = 32, seed: int = 0,
@@ -186,13 +176,14 @@ def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, ste
     from phasediff.sampling import sample
 
     start = time.perf_counter()
-    global_, local = denoisers(spec, radii, models)
+    model = load_model(spec)
+    global_, local = denoisers(spec, model, radii, models)
     reference = load_dataset(spec, split="test", n=n, seed=seed).images
     shape = tuple(reference.shape[1:])
     draw = lambda d: sample(d, n, shape, steps=steps, seed=seed).numpy()  # noqa: E731
     with torch.no_grad():
-        global_ok, global_obs = judge(spec, draw(global_), reference, seed)
-        verdicts = {r: judge(spec, draw(d), reference, seed) for r, d in local.items()}
+        global_ok, global_obs = judge(spec, model, draw(global_), reference, seed)
+        verdicts = {r: judge(spec, model, draw(d), reference, seed) for r, d in local.items()}
         gap = forward_gap(local, global_, torch.from_numpy(reference[:gap_images]), steps=steps, seed=seed) \
             if local else None
     matched = [r for r in sorted(verdicts) if verdicts[r][0]]
@@ -200,8 +191,8 @@ def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, ste
         spec=spec, value=value, radii=sorted(local), matches={str(r): v[0] for r, v in verdicts.items()},
         observables={"global": global_obs, **{str(r): v[1] for r, v in verdicts.items()}},
         r_star=matched[0] if matched else None, global_matches=global_ok,
-        data_correlation_length=_correlation_length(spec, reference),
-        gap=None if gap is None else gap.to_dict(), cmi=_exact_cmi(load_model(spec), spec, radii, ts, seed),
+        data_correlation_length=_correlation_length(spec, model, reference, global_obs),
+        gap=None if gap is None else gap.to_dict(), cmi=_exact_cmi(model, spec, radii, ts, seed),
         seconds=time.perf_counter() - start, missing=[r for r in radii if r not in local])
 
 
