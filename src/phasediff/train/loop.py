@@ -178,10 +178,14 @@ def train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out
         raise PhasediffError(f"batch size {settings.batch_size} must be divisible by the {world} processes")
     check_out(out, resume)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out) if rank == 0 else nullcontext():
-        check_out(out, resume)  # again, now that no other process can start a run here
-        out.mkdir(exist_ok=True)
-        return _train(net, objective, data, settings, out, resume, validation or data, info or {}, rank, world)
+    try:
+        with output_lock(out) if rank == 0 else nullcontext():
+            check_out(out, resume)  # again, now that no other process can start a run here
+            out.mkdir(exist_ok=True)
+            return _train(net, objective, data, settings, out, resume, validation or data, info or {}, rank, world)
+    finally:
+        if world > 1 and dist.is_initialized():  # torn down here, not by the interpreter's exit, which can abort
+            dist.destroy_process_group()
 
 
 def _train(net: nn.Module, objective, data: Dataset, settings: TrainSettings, out: Path, resume: bool,
