@@ -2,8 +2,13 @@
 
     x_t = alpha(t) x_0 + sigma(t) z,   alpha(t) = 1 - t,   sigma(t) = t,   z ~ N(0, I).
 
-This module is the only place where the path's formulas live: the noised sample, and the (co)variance of
-x_t for data of (co)variance S_0, alpha(t)^2 S_0 + sigma(t)^2 I.
+This module is the only place where the path's formulas live: the noised sample, the (co)variance of
+x_t for data of (co)variance S_0, alpha(t)^2 S_0 + sigma(t)^2 I, and the conversions to other models' time:
+
+- variance preserving (VP, DDPM / DiT): x = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) z is our x_t times
+  c = 1 / sqrt((1 - t)^2 + t^2), with the same z, at the alpha_bar whose noise-to-signal ratio is t / (1 - t);
+  a discrete schedule (a table alpha_bar_k, k = 0 .. K - 1) is evaluated at a fractional index k(t);
+- rectified flow (SD3): x = (1 - sigma) x_0 + sigma z is our path with sigma = t, at timestep N t.
 """
 
 from __future__ import annotations
@@ -44,3 +49,64 @@ def noised_variance(var0, t):
 def noised_covariance(cov0: np.ndarray, t: float) -> np.ndarray:
     """Covariance of x_t for data covariance S_0: (1 - t)^2 S_0 + t^2 I."""
     return signal_scale(t) ** 2 * cov0 + noise_scale(t) ** 2 * np.eye(cov0.shape[0])
+
+
+def vp_alpha_bar(t):
+    """alpha_bar = (1 - t)^2 / ((1 - t)^2 + t^2): the VP schedule value whose noise-to-signal ratio
+    sqrt((1 - alpha_bar) / alpha_bar) equals t / (1 - t)."""
+    return signal_scale(t) ** 2 / (signal_scale(t) ** 2 + noise_scale(t) ** 2)
+
+
+def time_from_vp_alpha_bar(alpha_bar):
+    """t = sqrt(1 - alpha_bar) / (sqrt(alpha_bar) + sqrt(1 - alpha_bar)), the inverse of `vp_alpha_bar`."""
+    return (1 - alpha_bar) ** 0.5 / (alpha_bar ** 0.5 + (1 - alpha_bar) ** 0.5)
+
+
+def vp_input_scale(t):
+    """c = 1 / sqrt((1 - t)^2 + t^2): c x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) z with the same z, at
+    alpha_bar = vp_alpha_bar(t)."""
+    return 1 / (signal_scale(t) ** 2 + noise_scale(t) ** 2) ** 0.5
+
+
+def linear_beta_alpha_bars(steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """alpha_bar_k = prod_{i <= k} (1 - beta_i), k = 0 .. steps - 1, with beta_i linear from beta_start to beta_end:
+    the discrete VP schedule of DDPM and DiT (the defaults are theirs)."""
+    if steps < 2 or not 0 < beta_start <= beta_end < 1:
+        raise PhasediffError(f"need steps >= 2 and 0 < beta_start <= beta_end < 1, "
+                             f"got {steps}, {beta_start}, {beta_end}")
+    return np.cumprod(1 - np.linspace(beta_start, beta_end, steps, dtype=np.float64))
+
+
+def check_alpha_bars(alpha_bars) -> np.ndarray:
+    """A discrete VP schedule as a float64 array: at least two values in (0, 1), strictly decreasing."""
+    table = np.asarray(alpha_bars, dtype=np.float64)
+    if (table.ndim != 1 or len(table) < 2 or not np.all(np.isfinite(table)) or np.any(table <= 0)
+            or np.any(table >= 1) or np.any(np.diff(table) >= 0)):
+        raise PhasediffError("alpha_bars must be a 1-D table of at least two values in (0, 1), strictly decreasing")
+    return table
+
+
+def vp_timestep(t, alpha_bars) -> np.ndarray:
+    """The fractional index k of a discrete VP schedule at our time t: linear in t between the entries, whose times
+    t_k = time_from_vp_alpha_bar(alpha_bar_k) increase with k; clipped to [0, K - 1] outside [t_0, t_{K-1}]."""
+    table_times = time_from_vp_alpha_bar(check_alpha_bars(alpha_bars))
+    return np.interp(check_times(t), table_times, np.arange(len(table_times), dtype=np.float64))
+
+
+def time_from_vp_timestep(timestep, alpha_bars) -> np.ndarray:
+    """Our time t at a fractional index k of a discrete VP schedule, the inverse of `vp_timestep` on [0, K - 1]."""
+    table = check_alpha_bars(alpha_bars)
+    steps = np.asarray(timestep, dtype=np.float64)
+    if not np.all(np.isfinite(steps)) or np.any(steps < 0) or np.any(steps > len(table) - 1):
+        raise PhasediffError(f"a timestep of this schedule must lie in [0, {len(table) - 1}]")
+    return np.interp(steps, np.arange(len(table), dtype=np.float64), time_from_vp_alpha_bar(table))
+
+
+def flow_timestep(t, num_train_timesteps: int = 1000):
+    """timestep = N t: a rectified-flow model (SD3: x = (1 - sigma) x_0 + sigma z, timestep N sigma) has sigma = t."""
+    return num_train_timesteps * t
+
+
+def time_from_flow_timestep(timestep, num_train_timesteps: int = 1000):
+    """t = timestep / N, the inverse of `flow_timestep`."""
+    return timestep / num_train_timesteps
