@@ -70,3 +70,29 @@ def test_samples_of_unbounded_data_are_not_clipped(cli_json, tmp_path):
     unbounded, clipped = (np.load(tmp_path / f"{name}.npz")["images"] for name in ("gmrf", "digi"))
     assert unbounded.min() < 0 or unbounded.max() > 1
     assert clipped.min() >= 0 and clipped.max() <= 1
+
+
+def test_ising_members_find_checkpoints_whatever_the_number_format(cli_json, tmp_path):
+    """Sidecars say 'T=2.0'; the family writes its member 'T=2': the same distribution, so the same models."""
+    import torch
+
+    from phasediff.denoisers.checkpoint import save
+    from phasediff.denoisers.local import LocalDenoiser
+    from phasediff.denoisers.unet import UNet
+
+    torch.manual_seed(0)
+    models = tmp_path / "models"
+    models.mkdir()
+    for T in ("2.0", "3.0"):
+        extra = {"data": f"ising:L=8,T={T}", "image_shape": [1, 8, 8]}
+        save(models / f"T{T}-global", UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8, periodic=True),
+             {**extra, "model_kind": "global"}, weights="ema")
+        save(models / f"T{T}-local-r1", LocalDenoiser(1, width=4, periodic=True),
+             {**extra, "model_kind": "local"}, weights="ema")
+    result = cli_json("phases", "ising:L=8,T=2;3", "--radii", "1,2", "--n", "20", "--steps", "4",
+                      "--gap-images", "8", "--models", models, "--out", tmp_path / "run", "--quiet")
+    members = result["members"]
+    assert [m["spec"] for m in members] == ["ising:L=8,T=2", "ising:L=8,T=3"]
+    for member in members:
+        assert member["radii"] == [1] and member["missing"] == [2]
+        assert set(member["observables"]) >= {"global", "1"}

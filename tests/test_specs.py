@@ -1,7 +1,7 @@
 import pytest
 
 from phasediff.errors import PhasediffError
-from phasediff.specs import parse_list, parse_spec, take_params
+from phasediff.specs import parse_list, parse_spec, spec_key, take_params
 
 
 def test_parse_spec_splits_name_and_params():
@@ -39,3 +39,9 @@ def test_parse_list_ranges_are_inclusive_and_clean():
 def test_parse_list_refuses_bad_input(bad):
     with pytest.raises(PhasediffError):
         parse_list(bad)
+
+
+def test_spec_key_compares_numbers_as_numbers():
+    assert spec_key("ising:L=32,T=3.0") == spec_key("ising: T=3, L=32")
+    assert spec_key("ising:L=32,T=3.0") != spec_key("ising:L=32,T=3.01")
+    assert spec_key("gmm:data=mnist") != spec_key("gmm:data=fashion-mnist")

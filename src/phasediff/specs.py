@@ -32,6 +32,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip().lower(), parse_params(spec, rest)
 
 
+def spec_key(spec: str) -> tuple[str, frozenset]:
+    """A spec's identity: its name and its values, numbers compared as numbers ('T=3.0' equals 'T=3')."""
+    def value(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    name, params = parse_spec(spec)
+    return name, frozenset((key, value(v)) for key, v in params.items())
+
+
 def parse_params(spec: str, text: str) -> dict[str, str]:
     """The raw values of ``key=value,key=value`` (``text``, the part of ``spec`` after the name)."""
     params: dict[str, str] = {}

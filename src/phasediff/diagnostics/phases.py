@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from phasediff.errors import PhasediffError
-from phasediff.specs import parse_list, parse_spec
+from phasediff.specs import parse_list, parse_spec, spec_key
 
 FAMILIES = ("ising", "gmrf", "grf", "gmm2")
 
@@ -62,7 +62,7 @@ class Family:
 
 
 def _ising_models(folder: Path | None) -> dict[tuple[str, int | None], Path]:
-    """{(data spec, radius or None for global): checkpoint} of the checkpoints in ``folder``."""
+    """{(spec_key of the data, radius or None for global): checkpoint} of the checkpoints in ``folder``."""
     from phasediff.denoisers.checkpoint import read_info
 
     found = {}
@@ -70,9 +70,9 @@ def _ising_models(folder: Path | None) -> dict[tuple[str, int | None], Path]:
         info = read_info(sidecar.with_suffix(""))
         kind = info.get("model_kind")
         if kind == "local":
-            found[(info.get("data"), int(info["model"]["radius"]))] = sidecar.with_suffix("")
+            found[(spec_key(info["data"]), int(info["model"]["radius"]))] = sidecar.with_suffix("")
         elif kind == "global":
-            found[(info.get("data"), None)] = sidecar.with_suffix("")
+            found[(spec_key(info["data"]), None)] = sidecar.with_suffix("")
     return found
 
 
@@ -92,10 +92,10 @@ def denoisers(spec: str, model, radii: Sequence[int], models: Path | None = None
                 {r: LocalWienerDenoiser(mean, model.covariance, model.shape, r) for r in radii})
     from phasediff.denoisers.checkpoint import load
 
-    found = _ising_models(models)
-    if (spec, None) not in found:
+    found, key = _ising_models(models), spec_key(spec)
+    if (key, None) not in found:
         raise PhasediffError(f"no global checkpoint for {spec} in {models} (sidecar data must be {spec!r})")
-    return load(found[(spec, None)]), {r: load(found[(spec, r)]) for r in radii if (spec, r) in found}
+    return load(found[(key, None)]), {r: load(found[(key, r)]) for r in radii if (key, r) in found}
 
 
 @dataclass
