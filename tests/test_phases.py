@@ -90,7 +90,8 @@ def test_ising_members_find_checkpoints_whatever_the_number_format(cli_json, tmp
         save(models / f"T{T}-local-r1", LocalDenoiser(1, width=4, periodic=True),
              {**extra, "model_kind": "local"}, weights="ema")
     result = cli_json("phases", "ising:L=8,T=2;3", "--radii", "1,2", "--n", "20", "--steps", "4",
-                      "--gap-images", "8", "--models", models, "--out", tmp_path / "run", "--quiet")
+                      "--gap-images", "8", "--cmi", "none", "--models", models, "--out", tmp_path / "run",
+                      "--quiet")
     members = result["members"]
     assert [m["spec"] for m in members] == ["ising:L=8,T=2", "ising:L=8,T=3"]
     for member in members:

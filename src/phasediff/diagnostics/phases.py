@@ -3,10 +3,10 @@
 For each member of a family (one parameter varied: ``ising:L=32,T=1.8:3.5:0.3``, ``gmrf:L=16,kappa=0.1;0.5;2``,
 ``gmm2:L=16,mu=0.2:1:0.2``) and each radius r:
 
-- all-local generation: n samples drawn with the radius-r denoiser alone from t = 1 to 0 (Euler), judged against
-  fresh reference samples by the member's observables (`phasediff.observables`); r* is the smallest radius
-  whose samples match. The global denoiser is judged the same way: it must match, or a local failure means
-  nothing;
+- all-local generation: n samples drawn with the radius-r denoiser alone from t = 1 to 0 (the ancestral sampler
+  unless told otherwise), judged against fresh reference samples by the member's observables
+  (`phasediff.observables`); r* is the smallest radius whose samples match. The global denoiser is judged the
+  same way: it must match, or a local failure means nothing;
 - the locality gap Delta(t, r) = E||D_r(x_t) - D_global(x_t)||^2 / pixels on the forward process;
 - the CMI I_t(A:C|B_r) at the centre where the model has an exact one, with its Markov lengths xi(t);
 - the correlation length of the data itself (second moment, from the reference samples).
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from phasediff.errors import PhasediffError
+from phasediff.sampling import SAMPLERS
 from phasediff.specs import parse_list, parse_spec, spec_key
 
 FAMILIES = ("ising", "gmrf", "grf", "gmm2")
@@ -167,7 +168,8 @@ def _correlation_length(spec: str, model, reference: np.ndarray, global_observab
 
 
 def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, steps: int = 32, seed: int = 0,
-               models: Path | None = None, gap_images: int = 256, ts: Sequence[float] | None = None) -> MemberResult:
+               models: Path | None = None, gap_images: int = 256, ts: Sequence[float] | None = None,
+               method: str = "ancestral", cmi: str = "auto") -> MemberResult:
     """All-local generation at each radius, the global model's own verdict, the gap, the exact CMI (if any)."""
     import time
 
@@ -180,7 +182,7 @@ def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, ste
     global_, local = denoisers(spec, model, radii, models)
     reference = load_dataset(spec, split="test", n=n, seed=seed).images
     shape = tuple(reference.shape[1:])
-    draw = lambda d: sample(d, n, shape, steps=steps, seed=seed).numpy()  # noqa: E731
+    draw = lambda d: sample(d, n, shape, steps=steps, method=method, seed=seed).numpy()  # noqa: E731
     with torch.no_grad():
         global_ok, global_obs = judge(spec, model, draw(global_), reference, seed)
         verdicts = {r: judge(spec, model, draw(d), reference, seed) for r, d in local.items()}
@@ -192,27 +194,37 @@ def run_member(spec: str, value: float, radii: Sequence[int], n: int = 1000, ste
         observables={"global": global_obs, **{str(r): v[1] for r, v in verdicts.items()}},
         r_star=matched[0] if matched else None, global_matches=global_ok,
         data_correlation_length=_correlation_length(spec, model, reference, global_obs),
-        gap=None if gap is None else gap.to_dict(), cmi=_exact_cmi(model, spec, radii, ts, seed),
+        gap=None if gap is None else gap.to_dict(), cmi=_path_cmi(model, spec, radii, ts, seed, cmi),
         seconds=time.perf_counter() - start, missing=[r for r in radii if r not in local])
 
 
-def _exact_cmi(model, spec: str, radii: Sequence[int], ts: Sequence[float] | None, seed: int) -> dict | None:
-    """The exact CMI at the centre over (t, r) with its Markov lengths, for models that have one."""
+def _path_cmi(model, spec: str, radii: Sequence[int], ts: Sequence[float] | None, seed: int,
+              estimator: str) -> dict | None:
+    """The CMI at the centre over (t, r) with its Markov lengths: exact where the model has one, the neural
+    estimator (amortised network, `info.neural`) on Ising; None with ``estimator`` "none"."""
+    from phasediff.data.registry import load_dataset
     from phasediff.info.cmi import measure_cmi
 
-    if spec.startswith("ising"):
+    if estimator == "none":
         return None
-    L = model.shape[-1]
-    rs = [r for r in radii if 2 * r + 1 < L]
+    rs = [r for r in radii if 2 * r + 1 < model.shape[-1]]
     ts = list(np.round(np.linspace(0.05, 0.95, 19), 6)) if ts is None else list(ts)
-    result = measure_cmi(model, ts, rs, "exact", seed=seed)
+    if spec.startswith("ising"):
+        result = measure_cmi(load_dataset(spec, seed=seed), ts, rs, "neural", seed=seed)
+    else:
+        result = measure_cmi(model, ts, rs, "exact", seed=seed)
     result.analyse(seed=seed)
-    return {"t": result.t, "r": result.r, "cmi": np.asarray(result.cmi).tolist(), "analysis": result.analysis}
+    return {"t": result.t, "r": result.r, "estimator": result.estimator, "cmi": np.asarray(result.cmi).tolist(),
+            "stderr": None if result.stderr is None else np.asarray(result.stderr).tolist(),
+            "analysis": result.analysis}
 
 
 @dataclass(frozen=True)
 class PhasesOptions:
-    """What ``phasediff phases`` measures: the radii, samples per model, sampler steps, the models' folder."""
+    """What ``phasediff phases`` measures: the radii, samples per model, sampler and its steps, the models' folder.
+
+    The default sampler is the stochastic one: with trained Ising networks at 32 steps it reproduces the energy
+    per spin about 2.5x more closely than the probability-flow ODE (docs/phases-study.md)."""
 
     radii: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     n: int = 1000
@@ -220,10 +232,16 @@ class PhasesOptions:
     seed: int = 0
     models: str | None = None
     gap_images: int = 256
+    method: str = "ancestral"
+    cmi: str = "auto"
 
     def check(self) -> None:
         if not self.radii or min(self.radii) < 1:
             raise PhasediffError(f"radii must be integers >= 1, got {list(self.radii)}")
+        if self.cmi not in ("auto", "none"):
+            raise PhasediffError(f"cmi must be auto or none, got {self.cmi!r}")
+        if self.method not in SAMPLERS:
+            raise PhasediffError(f"unknown sampler {self.method!r} (choose from {', '.join(SAMPLERS)})")
         for name in ("n", "steps", "gap_images"):
             if getattr(self, name) < 1:
                 raise PhasediffError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -246,7 +264,8 @@ def run_phases(family: Family, options: PhasesOptions, out: Path, force: bool = 
             done = out / "members" / f"{k}.json"
             if not done.exists():
                 result = run_member(spec, value, options.radii, options.n, options.steps, options.seed,
-                                    Path(options.models) if options.models else None, options.gap_images)
+                                    Path(options.models) if options.models else None, options.gap_images,
+                                    method=options.method, cmi=options.cmi)
                 save_json(done, result.to_dict())
             members.append(json.loads(done.read_text()))
         summary = {"settings": settings, "members": members}
