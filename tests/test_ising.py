@@ -13,6 +13,7 @@ from phasediff.data.ising import (
     CRITICAL_TEMPERATURE,
     IsingModel,
     energy_per_spin,
+    exact_correlation_length,
     exact_energy_per_spin,
     magnetisation,
     onsager_magnetisation,
@@ -208,3 +209,22 @@ def test_energy_at_the_critical_point():
     assert se < 0.004
     assert abs(mean + math.sqrt(2)) < 0.03  # infinite-lattice value
     assert abs(mean - exact_energy_per_spin(L, T)) < 4 * se  # exact value for the 32 x 32 torus (-1.4342)
+
+
+def test_exact_correlation_length_has_the_known_limits():
+    assert exact_correlation_length(CRITICAL_TEMPERATURE) is None and exact_correlation_length(1.8) is None
+    assert exact_correlation_length(CRITICAL_TEMPERATURE * 1.001) > 100  # diverges at T_c
+    for T, tolerance in ((100.0, 1e-2), (1000.0, 1e-3)):  # high-temperature series: C(d) = tanh(K)^d
+        assert exact_correlation_length(T) == pytest.approx(-1 / math.log(math.tanh(1 / T)), rel=tolerance)
+
+
+@pytest.mark.slow
+def test_exact_correlation_length_matches_sampled_correlations():
+    """Ornstein-Zernike along an axis, C(d) ~ d^(-1/2) exp(-d / xi): xi from C(3) / C(5) of Swendsen-Wang samples
+    at T = 3 (xi = 2.14 << L = 32) within 10%."""
+    from phasediff.observables import ising_observables
+
+    images, _ = IsingModel(32, 3.0).sample(1000, np.random.default_rng(0))
+    C = ising_observables(images, images, rounds=2).correlation.value
+    xi = 2 / (math.log(C[3] / C[5]) - 0.5 * math.log(5 / 3))
+    assert xi == pytest.approx(exact_correlation_length(3.0), rel=0.1)

@@ -96,8 +96,18 @@ def test_verdict_follows_the_tolerances():
     assert matches(same)
     gap, w1 = abs(same.energy_difference.value), same.w1_abs_magnetisation.value
     assert not matches(same, energy_tol=0.9 * gap) and not matches(same, w1_tol=0.9 * w1)
+    assert not matches(same, correlation_tol=0.9 * same.correlation_difference.value)
     hot = ising_observables(random_spins(300, 8), samples)  # T = infinity against T = 1.5
     assert not matches(hot)
+
+
+def test_correlation_difference_is_the_largest_gap_up_to_a_quarter_of_the_lattice():
+    ordered = load_dataset(SMALL_ORDERED, split="train", n=300).images
+    hot = ising_observables(random_spins(300, 8), ordered)  # C(d) ~ 0 against the plateau m_0^2 ~ 0.9
+    gaps = np.abs(hot.correlation.value - hot.correlation_reference.value)[1:3]  # d = 1, 2 on L = 8
+    assert hot.correlation_difference.value == pytest.approx(gaps.max())
+    assert hot.correlation_difference.value > 0.8
+    assert hot.correlation_difference.low <= hot.correlation_difference.value <= hot.correlation_difference.high
 
 
 def test_gaussian_covariance_error_is_small_and_shrinks_with_n():

@@ -56,7 +56,8 @@ GAUSSIAN_ROUNDS = 50
 PRODUCT_BLOCK = 1 << 22  # configurations x pixel pairs per block of products x_i x_j (16 MB in float32)
 LEVEL = 0.95  # two-sided interval level
 ENERGY_TOLERANCE = 0.03  # the verdict's bounds (`matches`): |E_gen - E_ref| per spin,
-W1_TOLERANCE = 0.05      # and W1 between the |m| distributions
+W1_TOLERANCE = 0.05      # W1 between the |m| distributions,
+CORRELATION_TOLERANCE = 0.02  # and max_{1 <= d <= L/4} |C_gen(d) - C_ref(d)|
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class IsingReport:
     w1_abs_magnetisation: Interval     # W1 between the |m_c| distributions of the two sets
     correlation: Interval              # C(d), d = 0..L/2
     correlation_reference: Interval
+    correlation_difference: Interval   # max over 1 <= d <= L/4 of |C_gen(d) - C_ref(d)|
     correlation_length: Interval       # xi_2
     correlation_length_reference: Interval
 
@@ -117,9 +119,15 @@ class GaussianReport:
                 "relative_frobenius_floor": self.relative_frobenius_floor}
 
 
-def matches(report: IsingReport, energy_tol: float = ENERGY_TOLERANCE, w1_tol: float = W1_TOLERANCE) -> bool:
-    """The verdict: |E_gen - E_ref| <= energy_tol (per spin) and W1(|m| distributions) <= w1_tol."""
-    return bool(abs(report.energy_difference.value) <= energy_tol and report.w1_abs_magnetisation.value <= w1_tol)
+def matches(report: IsingReport, energy_tol: float = ENERGY_TOLERANCE, w1_tol: float = W1_TOLERANCE,
+            correlation_tol: float = CORRELATION_TOLERANCE) -> bool:
+    """The verdict: |E_gen - E_ref| <= energy_tol (per spin), W1(|m| distributions) <= w1_tol and
+    max_{1 <= d <= L/4} |C_gen(d) - C_ref(d)| <= correlation_tol.
+
+    The energy sees only C(1); the two-point function up to L/4 is what tells a generator whose correlations stop
+    at its radius from one that reproduces them."""
+    return bool(abs(report.energy_difference.value) <= energy_tol and report.w1_abs_magnetisation.value <= w1_tol
+                and report.correlation_difference.value <= correlation_tol)
 
 
 # ---------------------------------------------------------------------- bootstrap
@@ -255,6 +263,12 @@ def _set_observables(stats: _Configurations, index: np.ndarray, L: int) -> dict[
     }
 
 
+def _largest_gap(correlation: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """max_{1 <= d <= L/4} |C(d) - C_ref(d)| of arrays (..., L/2 + 1) (leading axes: bootstrap rounds)."""
+    quarter = (correlation.shape[-1] - 1) // 2
+    return np.abs(correlation[..., 1:quarter + 1] - reference[..., 1:quarter + 1]).max(axis=-1)
+
+
 def ising_observables(samples, reference, rounds: int = ROUNDS, seed: int = 0) -> IsingReport:
     """Energy, |m|, C(d) and xi_2 of generated ``samples`` against ``reference`` samples of the same Ising model.
 
@@ -278,6 +292,8 @@ def ising_observables(samples, reference, rounds: int = ROUNDS, seed: int = 0) -
         w1_abs_magnetisation=_spread_interval(wasserstein1(abs_gen, abs_ref),
                                               wasserstein1(abs_gen[index_gen], abs_ref[index_ref])),
         correlation=_interval(*gen["correlation"]), correlation_reference=_interval(*refs["correlation"]),
+        correlation_difference=_spread_interval(_largest_gap(gen["correlation"][0], refs["correlation"][0]),
+                                                _largest_gap(gen["correlation"][1], refs["correlation"][1])),
         correlation_length=_interval(*gen["xi"]), correlation_length_reference=_interval(*refs["xi"]),
     )
 

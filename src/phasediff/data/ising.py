@@ -13,7 +13,7 @@ Images hold spins mapped to {0, 1} (spin +1 -> 1, spin -1 -> 0), float32, shape 
 (`magnetisation`, `energy_per_spin`) take either that image convention or spins in {-1, +1}; see `to_spins`.
 
 Exact quantities: `CRITICAL_TEMPERATURE`, the Onsager spontaneous magnetisation of the infinite lattice
-(`onsager_magnetisation`), and the exact energy per spin of the finite L x L torus from Kaufman's partition
+(`onsager_magnetisation`), its correlation length above T_c (`exact_correlation_length`), and the exact energy per spin of the finite L x L torus from Kaufman's partition
 function (`exact_energy_per_spin`).
 """
 
@@ -33,6 +33,17 @@ CRITICAL_TEMPERATURE = 2.0 / math.log(1.0 + math.sqrt(2.0))  # ~2.269185
 # the bias of <E>/N and <|m|> decays with a time of ~5 sweeps and is below the standard error (0.002) after ~30.
 DEFAULT_BURN_IN = 100
 MAX_SITES_PER_CHUNK = 1 << 20  # sites (over all chains of a chunk) updated together; bounds memory to ~100 MB
+
+
+def exact_correlation_length(T: float) -> float | None:
+    """The infinite lattice's exponential correlation length along an axis, above T_c (Onsager; McCoy and Wu):
+    1 / xi = 2 (K* - K), K = 1 / T, K* = -ln(tanh K) / 2 the dual coupling, so C(d) ~ d^(-1/2) exp(-d / xi).
+    It diverges at T_c and tends to -1 / ln(tanh K) (the high-temperature series) as T grows. None at or below
+    T_c, where the order that matters is long-range, not this length."""
+    if T <= CRITICAL_TEMPERATURE:
+        return None
+    K = 1.0 / T
+    return 1.0 / (2.0 * (-0.5 * math.log(math.tanh(K)) - K))
 
 
 class IsingModel:

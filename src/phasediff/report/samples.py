@@ -196,7 +196,7 @@ def judge_observables(samples, data: str, seed: int = 0) -> dict:
 def observables_text(report: dict, first: int = 6) -> str:
     """The text of `judge_observables`: the observables, generated against reference, with their intervals
     (C(d) and the covariance errors for the ``first`` distances)."""
-    from phasediff.observables import ENERGY_TOLERANCE, W1_TOLERANCE
+    from phasediff.observables import CORRELATION_TOLERANCE, ENERGY_TOLERANCE, W1_TOLERANCE
 
     def show(entry: dict, index: int | None = None) -> str:
         value, low, high = (entry[k] if index is None else entry[k][index] for k in ("value", "low", "high"))
@@ -214,8 +214,9 @@ def observables_text(report: dict, first: int = 6) -> str:
             row("mean |m|", "abs_magnetisation") + f"  W1(|m|) {show(report['w1_abs_magnetisation'])}",
             row("xi_2", "correlation_length"),
             *(row(f"C({d})", "correlation", d) for d in distances),
+            f"max |C(d) - C_ref(d)|, 1 <= d <= L/4: {show(report['correlation_difference'])}",
             (f"verdict: {'match' if report['matches'] else 'no match'} (|energy difference| <= {ENERGY_TOLERANCE:g}, "
-             f"W1(|m|) <= {W1_TOLERANCE:g})"),
+             f"W1(|m|) <= {W1_TOLERANCE:g}, max |C(d) - C_ref(d)| <= {CORRELATION_TOLERANCE:g})"),
             (f"copies of a training configuration: {report['memorisation']['copied_fraction']:.3f} (median nearest "
              f"Hamming distance {report['memorisation']['nearest_hamming_median']:.3f} of the sites, "
              f"{report['memorisation']['n_training']} training configurations)"),
