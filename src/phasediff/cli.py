@@ -12,6 +12,7 @@
     phasediff diagram --data D --local CKPTS   recovery diagram and locality gaps over (t, r)
     phasediff hybrid ...                the paper's hybrid schedules and ours: quality, time, FLOPs
     phasediff hybrid-sweep ...          a grid of global windows: the speed / quality Pareto front
+    phasediff reproduce DATA --out DIR  the study of mnist, fashion-mnist or ising as cached stages, DIR/index.html
 
 Bad input is reported in one line with exit status 2.
 """
@@ -315,13 +316,66 @@ def _add_speciation(commands) -> None:
     sp.add_argument("--batch-size", type=int, default=500)
 
 
+def _add_concurrence(commands) -> None:
+    co = commands.add_parser("concurrence", parents=[_common(device=True)], help="symmetry breaking and "
+                             "nonlocality on one t axis: t_SB and t_NL by every measure, t_SB - t_NL, one figure",
+                             description="On one t grid: forward-backward P(kept) (ODE, SDE) and t_SB, the spectral "
+                             "t_S; per local radius the locality gap (x0 and score units), the recovery threshold "
+                             "and excess, the exact CMI of the centre k x k patch, and the sliding window "
+                             "(global inside [a, a + w], local outside); each time with a 95% bootstrap interval "
+                             "and t_SB - t_NL with its interval. gmm2 with --model exact only for now.")
+    co.add_argument("data", help=SPEC_HELP)
+    co.add_argument("--model", required=True, help="'exact' (gmm2: its exact posterior mean, global and local)")
+    co.add_argument("--local-radius", action="append", default=None, help="radius of a local denoiser, or a list "
+                    "(repeatable; default 1,2,4)")
+    co.add_argument("--t", default="0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01", help="the t grid in (0, 1], "
+                    "list or A:B:STEP (default 0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01)")
+    co.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
+    co.add_argument("--patches", default="1,3,5,7", help="sizes k of the k x k region A of the CMI (default 1,3,5,7)")
+    co.add_argument("--window-width", default="0.2", help="sliding-window widths w, list (default 0.2)")
+    co.add_argument("--window-step", type=float, default=0.05, help="step of the window starts a (default 0.05)")
+    co.add_argument("--samples", type=int, default=1000, help="generated samples per window (default 1000)")
+    co.add_argument("--sampler-steps", type=int, default=64, help="Euler steps from t = 1 for the sliding window "
+                    "(default 64)")
+    co.add_argument("--steps-per-unit", type=float, default=128.0, help="forward-backward steps per unit time "
+                    "(default 128)")
+    co.add_argument("--recovery-steps-per-unit", type=float, default=32.0, help="recovery Euler steps per unit "
+                    "time (default 32, the paper's)")
+    co.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    co.add_argument("--batch-size", type=int, default=500)
+    co.add_argument("--out", type=Path, default=None, help="run directory: results.json, config.yaml, table.txt, "
+                    "concurrence.png")
+    co.add_argument("--force", action="store_true", help="replace a finished run in --out")
+
+
+def _add_reproduce(commands) -> None:
+    from phasediff.reproduce.steps.cmi import PROFILES
+
+    rp = commands.add_parser("reproduce", parents=[_common(device=True)], help="the study of one dataset as "
+                             "stages cached on disk, and an offline HTML report (DIR/index.html)",
+                             description="Data summary, CMI heatmap with Markov lengths, recovery diagram and "
+                             "locality gaps, hybrid sampler, speciation and concurrence, and (ising) phases; each "
+                             "stage is cached under DIR/stages by a key of its inputs, so a rerun (or a run after a "
+                             "kill) reuses the finished stages. Progress per stage on stderr.")
+    rp.add_argument("data", help="mnist, fashion-mnist or ising")
+    rp.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or an earlier reproduction "
+                    "of the same data, whose finished stages are reused)")
+    rp.add_argument("--quick", action="store_true", help="committed checkpoints and smaller sample counts (about 10 "
+                    "minutes on 2 cores); without it the full study runs, retraining the CMI estimator's networks, "
+                    "after printing its expected cost")
+    rp.add_argument("--cmi-estimator", default=None, choices=tuple(PROFILES), help="CMI estimator profile (default: "
+                    "neural-amortised-quick with --quick, neural-validated otherwise)")
+    rp.add_argument("--checkpoints", type=Path, default=None, help="folder of checkpoints (default: the committed "
+                    "checkpoints/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="phasediff", description="Measure where a diffusion model needs global context "
                      "(the CMI I_t(A:C|B_r) along the noise path x_t = (1-t) x_0 + t z).")
     parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram,
-                _add_phases, _add_speciation):
+                _add_phases, _add_speciation, _add_concurrence, _add_reproduce):
         add(commands)
     _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic window, judged and timed")
     _add_hybrid(commands, "hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")
@@ -652,10 +706,98 @@ def cmd_speciation(args) -> None:
     _emit(args, result.to_dict(), speciation_table(result))
 
 
+def cmd_concurrence(args) -> None:
+    from phasediff.data.registry import load_dataset
+    from phasediff.diagnostics.concurrence import (
+        FD_SKIPPED_GMM2,
+        concurrence,
+        concurrence_table,
+        gmm2_class_check,
+    )
+    from phasediff.diagnostics.speciation import (
+        check_ts,
+        class_rule,
+        data_kind,
+        load_denoiser,
+    )
+
+    if args.model != "exact":
+        raise PhasediffError("concurrence runs with --model exact on gmm2 only for now: a checkpoint needs local "
+                             "checkpoints of each radius, a CMI estimate and a judge for the sliding window, which "
+                             "this command does not wire yet")
+    if data_kind(args.data) != "gmm2":
+        raise PhasediffError(f"--model exact needs gmm2 data (the exact denoiser of {args.data!r} is not available)")
+    ts = check_ts(sorted(set(parse_list(args.t, float, "--t"))))
+    radii = sorted({r for text in (args.local_radius or ["1,2,4"]) for r in parse_list(text, int, "--local-radius")})
+    patches = sorted(set(parse_list(args.patches, int, "--patches")))
+    widths = sorted(set(parse_list(args.window_width, float, "--window-width")))
+    _check_positive(args, "n", "samples", "sampler_steps", "resamples", "batch_size")
+    if min(radii) < 1:
+        raise PhasediffError(f"--local-radius must be >= 1 (the CMI's buffer B_r needs r >= 1), got {min(radii)}")
+    if min(patches) < 1:
+        raise PhasediffError(f"--patches must be >= 1, got {min(patches)}")
+    if any(not 0 < w < 1 for w in widths):
+        raise PhasediffError(f"--window-width must lie in (0, 1), got {widths}")
+    if not 0 < args.window_step <= 1:
+        raise PhasediffError(f"--window-step must lie in (0, 1], got {args.window_step}")
+    for name in ("steps_per_unit", "recovery_steps_per_unit"):
+        if not 0 < getattr(args, name) < float("inf"):
+            raise PhasediffError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(args, name)}")
+    if args.out is not None:
+        from phasediff.rundir import check_run_dir
+
+        check_run_dir(args.out, args.force)
+    device = resolve_device(args.device)
+    global_ = load_denoiser(args.data, "exact", None, device)
+    local = {r: load_denoiser(args.data, "exact", r, device) for r in radii}
+    data = load_dataset(args.data, split="test", n=args.n, seed=args.seed)
+    classify, classes, labels = class_rule(args.data, data)
+    result = concurrence(global_, local, data.images, labels, classify, ts, classes=classes, model=data.model,
+                         patches=patches, widths=widths, window_step=args.window_step,
+                         valid=gmm2_class_check(data.model), samples=args.samples, sampler_steps=args.sampler_steps,
+                         steps_per_unit=args.steps_per_unit, recovery_steps_per_unit=args.recovery_steps_per_unit,
+                         seed=args.seed, batch_size=args.batch_size, device=device, resamples=args.resamples,
+                         skipped={"sliding window FD": FD_SKIPPED_GMM2})
+    payload, text = result.to_dict(), concurrence_table(result)
+    if args.out is not None:
+        from phasediff.report.concurrence_figures import concurrence_figure
+        from phasediff.rundir import run_directory, save_json, save_yaml
+
+        config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+        with run_directory(args.out, args.force) as work:
+            save_json(work / "results.json", payload)
+            save_yaml(work / "config.yaml", config)
+            (work / "table.txt").write_text(text + "\n")
+            concurrence_figure(payload, work / "concurrence.png", title=args.data)
+        text += f"\nwrote {args.out}"
+    _emit(args, payload, text)
+
+
+def cmd_reproduce(args) -> None:
+    from phasediff.reproduce import Options, dataset_plan, reproduce
+
+    plan = dataset_plan(args.data)
+    if args.checkpoints is not None and not args.checkpoints.is_dir():
+        raise PhasediffError(f"--checkpoints {args.checkpoints} is not a folder")
+    options = Options(quick=args.quick, seed=args.seed, device=resolve_device(args.device),
+                      checkpoints=args.checkpoints, cmi_estimator=args.cmi_estimator)
+    command = " ".join(["phasediff reproduce", args.data, "--out", str(args.out)] + ["--quick"] * args.quick
+                       + [f"--{k.replace('_', '-')} {v}" for k, v in (("seed", args.seed), ("device", args.device),
+                          ("cmi_estimator", args.cmi_estimator), ("checkpoints", args.checkpoints))
+                          if v not in (None, 0, "cpu")])
+    summary = reproduce(plan, args.out, options, quiet=args.quiet, command=command)
+    rows = [f"{row['name']:<12} {row['status']:<8} " + (row["reason"] or (f"{row['compute_seconds']:.1f} s" if
+            row["compute_seconds"] is not None else "")) for row in summary["stages"]]
+    _emit(args, summary, "\n".join(rows) + f"\nwrote {summary['index']} ({summary['wall_seconds']:.1f} s)")
+    if summary["failed"]:
+        raise PhasediffError(f"stage {', '.join(summary['failed'])} failed (the reason is in {summary['index']}); "
+                             "run the command again to retry")
+
+
 COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "convert": cmd_convert,
             "judge": cmd_judge, "diagram": cmd_diagram,
             "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid, "phases": cmd_phases,
-            "speciation": cmd_speciation}
+            "speciation": cmd_speciation, "concurrence": cmd_concurrence, "reproduce": cmd_reproduce}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
 
