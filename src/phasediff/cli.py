@@ -323,11 +323,24 @@ def _add_concurrence(commands) -> None:
                              "t_S; per local radius the locality gap (x0 and score units), the recovery threshold "
                              "and excess, the exact CMI of the centre k x k patch, and the sliding window "
                              "(global inside [a, a + w], local outside); each time with a 95% bootstrap interval "
-                             "and t_SB - t_NL with its interval. gmm2 with --model exact only for now.")
+                             "and t_SB - t_NL with its interval. gmm2 with --model exact (every closed form), or "
+                             "trained checkpoints: --model GLOBAL --local-model R=LOCAL ... on labelled images "
+                             "(classes and sliding-window Frechet distance by the classifier judge) or on Ising "
+                             "below T_c (class: the sign of the magnetisation); the CMI rows there come from "
+                             "--cmi-run or are skipped.")
     co.add_argument("data", help=SPEC_HELP)
-    co.add_argument("--model", required=True, help="'exact' (gmm2: its exact posterior mean, global and local)")
-    co.add_argument("--local-radius", action="append", default=None, help="radius of a local denoiser, or a list "
-                    "(repeatable; default 1,2,4)")
+    co.add_argument("--model", required=True, help="'exact' (gmm2: its exact posterior mean, global and local), or "
+                    "a global denoiser checkpoint (a U-Net trained on DATA)")
+    co.add_argument("--local-model", action="append", default=None, metavar="[R=]CHECKPOINT", help="with a "
+                    "checkpoint --model: a strictly local checkpoint trained on DATA (R, if given, must be its "
+                    "radius); repeat for several radii")
+    co.add_argument("--local-radius", action="append", default=None, help="with --model exact: radius of a local "
+                    "denoiser, or a list (repeatable; default 1,2,4)")
+    co.add_argument("--judge", type=Path, default=None, help="classifier checkpoint for labelled data (default: the "
+                    "committed one of mnist / fashion-mnist); gmm2 and Ising take none (their class is a sign)")
+    co.add_argument("--cmi-run", type=Path, default=None, help="a `phasediff cmi` run directory (or its results.json) "
+                    "of DATA: the CMI peaks at the local radii come from its curves (data without an exact CMI; "
+                    "without it those rows are skipped)")
     co.add_argument("--t", default="0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01", help="the t grid in (0, 1], "
                     "list or A:B:STEP (default 0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01)")
     co.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
@@ -343,6 +356,7 @@ def _add_concurrence(commands) -> None:
                     "time (default 32, the paper's)")
     co.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     co.add_argument("--batch-size", type=int, default=500)
+    _precision_arg(co, "fp32", "the checkpoints (bf16 rounding adds noise to the small locality gaps)")
     co.add_argument("--out", type=Path, default=None, help="run directory: results.json, config.yaml, table.txt, "
                     "concurrence.png")
     co.add_argument("--force", action="store_true", help="replace a finished run in --out")
@@ -707,12 +721,23 @@ def cmd_speciation(args) -> None:
 
 
 def cmd_concurrence(args) -> None:
+    import torch
+
     from phasediff.data.registry import load_dataset
     from phasediff.diagnostics.concurrence import (
         FD_SKIPPED_GMM2,
+        FD_SKIPPED_ISING,
+        check_labels_and_judge,
+        classifier_judge,
         concurrence,
         concurrence_table,
-        gmm2_class_check,
+        gmm2_judge,
+        ising_judge,
+        load_checkpoints,
+        load_cmi_run,
+        parse_local_models,
+        same_data,
+        without_n,
     )
     from phasediff.diagnostics.speciation import (
         check_ts,
@@ -720,20 +745,41 @@ def cmd_concurrence(args) -> None:
         data_kind,
         load_denoiser,
     )
+    from phasediff.precision import autocast, resolve_precision
 
-    if args.model != "exact":
-        raise PhasediffError("concurrence runs with --model exact on gmm2 only for now: a checkpoint needs local "
-                             "checkpoints of each radius, a CMI estimate and a judge for the sliding window, which "
-                             "this command does not wire yet")
-    if data_kind(args.data) != "gmm2":
-        raise PhasediffError(f"--model exact needs gmm2 data (the exact denoiser of {args.data!r} is not available)")
+    exact, kind = args.model == "exact", data_kind(args.data)
+    if exact:
+        if kind != "gmm2":
+            raise PhasediffError(f"--model exact needs gmm2 data (the exact denoiser of {args.data!r} is not "
+                                 "available); give a global checkpoint and --local-model checkpoints")
+        if args.local_model:
+            raise PhasediffError("--local-model goes with a checkpoint --model; with --model exact give --local-radius")
+    elif args.local_radius is not None:
+        raise PhasediffError("--local-radius applies to --model exact only (a checkpoint has its own radius): give "
+                             "--local-model [R=]CHECKPOINT")
+    elif not args.local_model:
+        raise PhasediffError("a checkpoint --model needs at least one --local-model [R=]CHECKPOINT to compare with")
+    if kind in ("gmm2", "ising") and args.judge is not None:
+        raise PhasediffError(f"{kind} takes no --judge: its class is a sign")
+    if kind == "gmm2" and args.cmi_run is not None:
+        raise PhasediffError("gmm2 has the exact CMI: drop --cmi-run")
+    if kind == "ising":
+        from phasediff.data.ising import CRITICAL_TEMPERATURE
+        from phasediff.data.registry import load_model
+
+        if load_model(args.data).T > CRITICAL_TEMPERATURE:
+            raise PhasediffError(f"{args.data} lies above T_c = {CRITICAL_TEMPERATURE:.4f}: no spontaneous "
+                                 "magnetisation, so no class to keep; use T below T_c")
     ts = check_ts(sorted(set(parse_list(args.t, float, "--t"))))
-    radii = sorted({r for text in (args.local_radius or ["1,2,4"]) for r in parse_list(text, int, "--local-radius")})
     patches = sorted(set(parse_list(args.patches, int, "--patches")))
     widths = sorted(set(parse_list(args.window_width, float, "--window-width")))
     _check_positive(args, "n", "samples", "sampler_steps", "resamples", "batch_size")
-    if min(radii) < 1:
-        raise PhasediffError(f"--local-radius must be >= 1 (the CMI's buffer B_r needs r >= 1), got {min(radii)}")
+    if exact:
+        radii = sorted({r for text in (args.local_radius or ["1,2,4"])
+                        for r in parse_list(text, int, "--local-radius")})
+        if min(radii) < 1:
+            raise PhasediffError(f"--local-radius must be >= 1 (the CMI's buffer B_r needs r >= 1), got {min(radii)}")
+    local_models = parse_local_models(args.local_model or [])
     if min(patches) < 1:
         raise PhasediffError(f"--patches must be >= 1, got {min(patches)}")
     if any(not 0 < w < 1 for w in widths):
@@ -748,16 +794,51 @@ def cmd_concurrence(args) -> None:
 
         check_run_dir(args.out, args.force)
     device = resolve_device(args.device)
-    global_ = load_denoiser(args.data, "exact", None, device)
-    local = {r: load_denoiser(args.data, "exact", r, device) for r in radii}
+    precision = resolve_precision(args.precision, torch.device(device).type, warn=True)
+    cmi_run = None if args.cmi_run is None else load_cmi_run(args.cmi_run)
+    if cmi_run is not None:
+        measured = str(cmi_run["dataset"]).split()[0] if str(cmi_run["dataset"]).split() else ""
+        try:
+            matches = same_data(measured, args.data)
+        except PhasediffError:
+            matches = False
+        if not matches:
+            raise PhasediffError(f"--cmi-run {args.cmi_run} measured {cmi_run['dataset']!r:.80}, not {args.data}")
     data = load_dataset(args.data, split="test", n=args.n, seed=args.seed)
-    classify, classes, labels = class_rule(args.data, data)
-    result = concurrence(global_, local, data.images, labels, classify, ts, classes=classes, model=data.model,
-                         patches=patches, widths=widths, window_step=args.window_step,
-                         valid=gmm2_class_check(data.model), samples=args.samples, sampler_steps=args.sampler_steps,
-                         steps_per_unit=args.steps_per_unit, recovery_steps_per_unit=args.recovery_steps_per_unit,
-                         seed=args.seed, batch_size=args.batch_size, device=device, resamples=args.resamples,
-                         skipped={"sliding window FD": FD_SKIPPED_GMM2})
+    checkpoints: dict = {"precision": precision}
+    if exact:
+        global_ = load_denoiser(args.data, "exact", None, device)
+        local = {r: load_denoiser(args.data, "exact", r, device) for r in radii}
+    else:
+        from phasediff.train.setup import is_periodic
+
+        global_, local, paths = load_checkpoints(args.data, args.model, local_models, data.shape, is_periodic(data),
+                                                 device)
+        checkpoints.update({"global": args.model, "local": {str(r): str(path) for r, path in paths.items()}})
+    skipped = {}
+    if kind == "gmm2":
+        judge, skipped["sliding window FD"] = gmm2_judge(data.model), FD_SKIPPED_GMM2
+        classify, classes, labels = class_rule(args.data, data)
+    elif kind == "ising":
+        reference = load_dataset(without_n(args.data), split="test", n=max(args.n, 1000), seed=args.seed).images
+        judge, skipped["sliding window FD"] = ising_judge(reference), FD_SKIPPED_ISING
+        classify, classes, labels = class_rule(args.data, data)
+    else:
+        from phasediff.report.samples import default_judge, load_judge
+
+        judge_path = args.judge if args.judge is not None else default_judge(args.data)
+        check_labels_and_judge(judge_path, args.data, data)
+        classify, classes, labels = class_rule(args.data, data, judge_path)
+        judge = classifier_judge(load_judge(judge_path), load_dataset(without_n(args.data), split="test").images)
+        checkpoints["judge"] = str(judge_path)
+    with torch.no_grad(), autocast(precision, torch.device(device).type):
+        result = concurrence(global_, local, data.images, labels, classify, ts, classes=classes, model=data.model,
+                             patches=patches, widths=widths, window_step=args.window_step, valid=judge,
+                             samples=args.samples, sampler_steps=args.sampler_steps,
+                             steps_per_unit=args.steps_per_unit, recovery_steps_per_unit=args.recovery_steps_per_unit,
+                             seed=args.seed, batch_size=args.batch_size, device=device, resamples=args.resamples,
+                             skipped=skipped, cmi_run=cmi_run)
+    result.settings.update(data=args.data, checkpoints=checkpoints)
     payload, text = result.to_dict(), concurrence_table(result)
     if args.out is not None:
         from phasediff.report.concurrence_figures import concurrence_figure

@@ -20,9 +20,20 @@ Nonlocality, for each local radius r (the local denoiser D_r against the global 
   listed beside it. The excess is what locality costs.
 - The exact CMI I_t(A:C|B_r) for A the centre k x k patch and B_r its ring of radius r (`info.cmi.measure_cmi`,
   estimator "exact"; gmm2: the Gauss-Hermite closed form, which depends on the regions' sizes only, so a patch
-  costs what a pixel costs).
+  costs what a pixel costs). Data without an exact CMI (images, Ising) skip these rows, or take the peaks of the
+  curves of a `phasediff cmi` run (``cmi_run``, `load_cmi_run`, `cmi_run_peaks`: its own t grid, patch and
+  estimator; the interval redraws each point from its standard error). The neural estimator is never run here.
 - Sliding window: generation from pure noise with the schedule "a:a+w=global,local" (`denoisers.schedule`),
-  Euler, for window starts a on a grid; each sample is judged by ``valid`` (gmm2: `gmm2_class_check`).
+  Euler, for window starts a on a grid, and with each model alone (the ceiling and the floor), from the same
+  noise; each sample is judged by ``valid`` (a `SampleJudge`; gmm2: `gmm2_judge`; Ising: `ising_judge`, |m| and
+  energy typical of the model; labelled images: `classifier_judge`, the judge's confidence typical of the test
+  images). Unconditional generation has no target class, so "class accuracy" is the fraction of samples that
+  are typical members of the class the rule gives them. A judge network adds the Frechet distance of each
+  window's samples to the test split in its features (`metrics.bootstrap_frechet`) and a second t_NL from it.
+
+Trained checkpoints (`load_checkpoints`): the global U-Net and the strictly local networks are checked against
+the data (the sidecar's data and image shape; periodic networks exactly for data on a torus) before any weights
+load; `check_labels_and_judge` does the same for the classifier judge.
 
 Which t_NL, and why the peak: for the gap (both units), the recovery excess and the CMI, t_NL is the time of
 the curve's maximum, the vertex of the parabola through the largest grid value and its two neighbours (a grid
@@ -33,7 +44,10 @@ under a t-dependent rescaling, which is why both units are reported: they peak a
 recovery threshold is a crossing (the paper's own definition). The sliding window's t_NL is the midpoint of the
 span of window centres whose accuracy exceeds halfway between the worst and the best window (robust where several
 windows reach the top, where an argmax would be arbitrary); None unless the best window reaches ``MIN_ACCURACY``
-and the worst does not. If the needed stretch of global steps is [t_lo, t_hi] and w >= t_hi - t_lo, the windows
+and the worst does not. By FD: the span of window centres whose log FD lies below halfway between the best and
+the worst window, None unless the best window gets halfway (in log FD) from the local model alone to the global
+one alone and the worst does not (`_fd_span`). If the needed stretch of global steps is [t_lo, t_hi] and
+w >= t_hi - t_lo, the windows
 that work have centres in [t_hi - w / 2, t_lo + w / 2], whose midpoint is (t_lo + t_hi) / 2 whatever w; windows
 cannot reach past t = 1, so a span that runs to the last window (flagged "at_edge") is cut there and its
 midpoint is biased low. Peaks found on a grid carry a discretisation error that the bootstrap does not see:
@@ -99,6 +113,14 @@ DENSE_GRID = 2001  # exact curves: dense grid for the maximum before the bounded
 GAP_NODES = 200  # Gauss-Hermite nodes per dimension of the exact gmm2 gap
 FD_SKIPPED_GMM2 = ("no judge network: the Frechet distance is taken in the features of the project's classifier, "
                    "which gmm2 does not have; its class is a sign")
+FD_SKIPPED_ISING = ("no judge network: Ising configurations are judged by their physical observables (|m| and the "
+                    "energy per spin, the sliding window's rule), not by a Frechet distance")
+CMI_SKIPPED = ("no exact CMI for this data (the exact estimator serves gmm2, grf, gmrf and gmm); give the results of a "
+               "`phasediff cmi` run of it (--cmi-run DIR) to take its peaks: the neural estimator is too slow to run "
+               "here")
+JUDGE_ALPHA = 0.05  # classifier_judge: a test image fails the confidence rule with this probability
+ISING_ALPHA = 0.02  # ising_judge: a configuration of the model fails with about this probability at most
+FD_ROUNDS = 50  # bootstrap rounds of each window's Frechet distance (`metrics.bootstrap_frechet`, as `judge`)
 
 
 # --- units ---------------------------------------------------------------------------------------------------
@@ -223,6 +245,83 @@ def gmm2_class_check(model: TwoComponentMixture, alpha: float = CLASS_ALPHA) -> 
     return check
 
 
+# --- judges of generated images for trained checkpoints -------------------------------------------------------
+
+@dataclass
+class SampleJudge:
+    """How the sliding window scores generated images: ``valid(images) -> (N,) bool`` (the class accuracy of
+    unconditional samples), what it tests (``description``), and optionally ``features(images) -> (N, F)``, a
+    judge network's features, with ``reference`` (M, F), those of the test split, for the Frechet distance."""
+
+    valid: Callable[[torch.Tensor], np.ndarray]
+    description: str
+    features: Callable[[torch.Tensor], np.ndarray] | None = None
+    reference: np.ndarray | None = None
+
+
+def gmm2_judge(model: TwoComponentMixture, alpha: float = CLASS_ALPHA) -> SampleJudge:
+    """`gmm2_class_check` as a `SampleJudge` (no Frechet distance: gmm2 has no judge network)."""
+    z = float(ndtri(1 - alpha / 2))
+    return SampleJudge(gmm2_class_check(model, alpha),
+                       (f"|mean - s mu| <= {z:.3f} sigma / L, s the sign of the mean (a sample of the model passes "
+                        f"with probability {1 - alpha:g})"))
+
+
+def classifier_judge(classifier, reference_images, alpha: float = JUDGE_ALPHA) -> SampleJudge:
+    """The project's classifier as the judge of unconditional samples (MNIST, Fashion-MNIST).
+
+    Unconditional generation has no target class, so, as for gmm2, a sample counts as correct when it is a typical
+    member of the class the judge gives it: its top-class probability is at least the ``alpha`` quantile of that
+    probability on the test images ``reference_images`` (which therefore pass with probability about 1 - alpha).
+    Images are clamped to [0, 1] (the judge's domain). The features are the judge's penultimate layer, as in
+    `metrics.quality`; ``reference`` are those of ``reference_images``."""
+    from phasediff.metrics import classify
+
+    if not 0 < alpha < 1:
+        raise PhasediffError(f"alpha must lie in (0, 1), got {alpha}")
+    clamp = lambda images: torch.as_tensor(images).float().clamp(0, 1).cpu()
+    features, probs = classify(classifier, clamp(reference_images))
+    confidence = probs.max(1)
+    level = float(np.quantile(confidence, alpha, method="inverted_cdf"))
+    passed = float(np.mean(confidence >= level))
+    return SampleJudge(
+        valid=lambda images: classify(classifier, clamp(images))[1].max(1) >= level,
+        description=(f"the judge's top-class probability >= {level:.4f}, the {alpha:g} quantile of its value on the "
+                     f"{len(confidence)} test images (which pass at {passed:.3f})"),
+        features=lambda images: classify(classifier, clamp(images))[0], reference=features)
+
+
+def ising_judge(reference_images, alpha: float = ISING_ALPHA) -> SampleJudge:
+    """The judge of generated Ising configurations (spins: image > 0.5): the class is the sign of the magnetisation
+    m, and a configuration counts as correct when |m| and the energy per spin both lie within the central
+    1 - alpha / 2 range of their values on the test configurations ``reference_images`` (so a configuration of
+    the model passes with probability at least about 1 - alpha); one made of domains of both signs, to which the
+    sign of m still gives a class, fails on |m|. No Frechet distance: Ising has no judge network."""
+    from phasediff.data.ising import energy_per_spin, magnetisation
+    from phasediff.observables import lattice_spins
+
+    if not 0 < alpha < 1:
+        raise PhasediffError(f"alpha must lie in (0, 1), got {alpha}")
+
+    def observables(images) -> tuple[np.ndarray, np.ndarray]:
+        spins = lattice_spins(torch.as_tensor(images).float().cpu().numpy())
+        return np.abs(magnetisation(spins)), energy_per_spin(spins)
+
+    m, e = observables(reference_images)
+    q = [alpha / 4, 1 - alpha / 4]
+    (m_lo, m_hi), (e_lo, e_hi) = (np.quantile(v, q, method="inverted_cdf") for v in (m, e))
+
+    def valid(images) -> np.ndarray:
+        m, e = observables(images)
+        return (m >= m_lo) & (m <= m_hi) & (e >= e_lo) & (e <= e_hi)
+
+    passed = float(valid(reference_images).mean())
+    return SampleJudge(valid=valid, description=(
+        f"|m| in [{m_lo:.4f}, {m_hi:.4f}] and the energy per spin in [{e_lo:.4f}, {e_hi:.4f}], the central "
+        f"{1 - alpha / 2:g} ranges of the {len(m)} test configurations (which pass at {passed:.3f}); spins: "
+        "image > 0.5"))
+
+
 # --- paired measurements on the test images ------------------------------------------------------------------
 
 def gap_per_image(global_denoiser, local: Mapping[int, object], images, ts: Sequence[float], seed: int = 0,
@@ -276,16 +375,37 @@ def sliding_window(global_denoiser, local_denoiser, valid: Callable, n: int, sha
                    device: str = "cpu") -> np.ndarray:
     """(A, n) whether each of n samples generated with "a:a+w=global,local" (Euler, ``steps`` from t = 1) passes
     ``valid``, for each window start a. Every schedule starts from the same noise (``sample``'s seed)."""
-    from phasediff.denoisers.schedule import Schedule
-
     out = np.zeros((len(starts), n), dtype=bool)
     for k, a in enumerate(progress(starts, desc=f"sliding window (w = {width:g})")):
-        hi = min(1.0, round(a + width, 10))
-        schedule = Schedule.parse(f"{a:.10g}:{hi:.10g}=global,local")
-        denoiser = schedule.build({"global": global_denoiser, "local": local_denoiser})
+        denoiser = window_denoiser(global_denoiser, local_denoiser, a, width)
         out[k] = valid(sample(denoiser, n, tuple(shape), steps=steps, seed=seed, batch_size=batch_size,
                               device=device))
     return out
+
+
+def window_denoiser(global_denoiser, local_denoiser, start: float, width: float):
+    """The schedule "a:a+w=global,local" (the window cut at t = 1) built from the two denoisers."""
+    from phasediff.denoisers.schedule import Schedule
+
+    hi = min(1.0, round(start + width, 10))
+    schedule = Schedule.parse(f"{start:.10g}:{hi:.10g}=global,local")
+    return schedule.build({"global": global_denoiser, "local": local_denoiser})
+
+
+@dataclass
+class _Scored:
+    """One set of generated samples as the judge sees them: per-sample validity and (with a judge network)
+    features."""
+
+    correct: np.ndarray
+    features: np.ndarray | None = None
+
+
+def _generate_and_score(denoiser, judge: SampleJudge, n: int, shape, steps: int, seed: int, batch_size: int,
+                        device: str) -> _Scored:
+    images = sample(denoiser, n, tuple(shape), steps=steps, seed=seed, batch_size=batch_size, device=device).cpu()
+    features = None if judge.features is None else np.asarray(judge.features(images), dtype=np.float64)
+    return _Scored(np.asarray(judge.valid(images), dtype=bool), features)
 
 
 # --- bootstrap -----------------------------------------------------------------------------------------------
@@ -359,6 +479,52 @@ def _window_centre(centres: np.ndarray, accuracy: np.ndarray) -> float:
     return math.nan if span is None else (span[0] + span[1]) / 2
 
 
+def _fd_span(centres: np.ndarray, fd: np.ndarray, all_global: float, all_local: float) -> tuple[float, float] | None:
+    """The span of window centres whose Frechet distance lies below halfway, in log FD, between the best and the
+    worst window (`stats.crossings` of -log FD); None unless the best window gets at least halfway (in log FD) from
+    the all-local sampler's FD to the all-global one's, sqrt(FD_local FD_global), and the worst does not (the
+    analogue of `_window_span`'s MIN_ACCURACY: FD has no absolute scale, the two samplers alone give it one). Log,
+    because FDs of local and global samples differ by orders of magnitude."""
+    fd = np.asarray(fd, dtype=np.float64)
+    if not (np.all(fd > 0) and all_global > 0 and all_local > 0):
+        return None
+    good = math.sqrt(all_global * all_local)
+    best, worst = float(fd.min()), float(fd.max())
+    if not best <= good < worst:
+        return None
+    return crossings(centres, -np.log(fd), -(math.log(best) + math.log(worst)) / 2)
+
+
+def _at_edge(span: tuple[float, float] | None, centres: np.ndarray) -> bool:
+    """Whether a span of window centres runs to the first or the last window (cut there: biased)."""
+    return bool(span is not None and (span[0] <= centres[0] or span[1] >= centres[-1]))
+
+
+def _fd_centre(centres: np.ndarray, fd: np.ndarray, all_global: float, all_local: float) -> float:
+    """The midpoint of `_fd_span`, NaN where it is None."""
+    span = _fd_span(centres, fd, all_global, all_local)
+    return math.nan if span is None else (span[0] + span[1]) / 2
+
+
+def _frechet_scores(sets: Sequence[np.ndarray], reference: np.ndarray, weights: np.ndarray,
+                    seed: int) -> tuple[list[dict], np.ndarray]:
+    """For each feature set (N, F) (row j of every set: samples from the same starting noise): the bias-corrected
+    Frechet distance to ``reference`` with its 95% interval and the plug-in value (`metrics.bootstrap_frechet`,
+    FD_ROUNDS rounds, as `phasediff judge`), and (S, B) plug-in distances on the resamples ``weights`` (B, N) (the
+    same rows in every set: paired)."""
+    from phasediff.metrics import FrechetReference, bootstrap_frechet, one_blas_thread
+
+    yardstick = FrechetReference.of(reference)
+    index = [np.repeat(np.arange(len(sets[0])), w) for w in weights]
+    scores, draws = [], np.zeros((len(sets), len(weights)))
+    for s, features in enumerate(sets):
+        fd, low, high, plug_in = bootstrap_frechet(features, reference, rounds=FD_ROUNDS, seed=seed)
+        scores.append({"fd": fd, "fd_low": low, "fd_high": high, "fd_plug_in": plug_in})
+        with one_blas_thread():
+            draws[s] = [yardstick.distance(features[i]) for i in index]
+    return scores, draws
+
+
 # --- the result ----------------------------------------------------------------------------------------------
 
 @dataclass
@@ -417,6 +583,223 @@ class Concurrence:
         raise PhasediffError(f"no measure {name!r}")
 
 
+# --- the CMI of a `phasediff cmi` run -------------------------------------------------------------------------
+
+CMI_RUN_FIELDS = ("path", "estimator", "dataset", "site", "patch")
+
+
+def has_exact_cmi(model) -> bool:
+    """Whether the exact estimator serves ``model`` (`info.exact.exact_cmi`: gmm2, Gaussian fields, gmm)."""
+    from phasediff.data.fields import GaussianField
+    from phasediff.data.mixture import GaussianMixture
+
+    return isinstance(model, (TwoComponentMixture, GaussianField, GaussianMixture))
+
+
+def load_cmi_run(path) -> dict:
+    """The results of a `phasediff cmi` run (`report.runs.write_cmi_run`): ``path`` is its run directory (its
+    results.json is read) or such a results file; checked (t increasing in [0, 1] with at least 3 points, radii
+    >= 1, cmi (T, R) finite, stderr None or (T, R) finite and >= 0), with ``path`` added."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise PhasediffError(f"{path} is neither a `phasediff cmi` run directory (with results.json) nor its "
+                             "results file")
+    try:
+        run = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PhasediffError(f"{file} is not JSON") from None
+    need = ("t", "r", "cmi", "estimator", "dataset", "patch", "region_sizes")
+    if not isinstance(run, dict) or any(key not in run for key in need):
+        raise PhasediffError(f"{file} is not the results of a `phasediff cmi` run (it needs {', '.join(need)})")
+    try:
+        t = np.asarray(run["t"], dtype=np.float64)
+        r = np.asarray(run["r"])
+        cmi = np.asarray(run["cmi"], dtype=np.float64)
+        stderr = None if run.get("stderr") is None else np.asarray(run["stderr"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PhasediffError(f"{file}: t, r, cmi and stderr must be numbers") from None
+    if t.ndim != 1 or len(t) < 3 or not np.all(np.isfinite(t)) or t[0] < 0 or t[-1] > 1 or np.any(np.diff(t) <= 0):
+        raise PhasediffError(f"{file}: the CMI peaks need at least 3 increasing times in [0, 1], got {run['t']!r:.80}")
+    if (r.ndim != 1 or not len(r) or r.dtype.kind not in "iu" or np.any(r < 1) or len(set(r.tolist())) != len(r)
+            or not isinstance(run["region_sizes"], list) or len(run["region_sizes"]) != len(r)):
+        raise PhasediffError(f"{file}: r must be distinct integers >= 1 with one region_sizes entry each")
+    if cmi.shape != (len(t), len(r)) or not np.all(np.isfinite(cmi)):
+        raise PhasediffError(f"{file}: cmi must be finite numbers of shape (t, r) = ({len(t)}, {len(r)})")
+    if stderr is not None and (stderr.shape != cmi.shape or not np.all(np.isfinite(stderr)) or np.any(stderr < 0)):
+        raise PhasediffError(f"{file}: stderr must be finite numbers >= 0 of the shape of cmi")
+    if isinstance(run["patch"], bool) or not isinstance(run["patch"], int) or run["patch"] < 1:
+        raise PhasediffError(f"{file}: patch must be an integer >= 1")
+    return {**run, "path": str(file)}
+
+
+def cmi_run_peaks(run: Mapping, radii: Sequence[int], resamples: int, seed: int = 0
+                  ) -> tuple[dict, list[Measure], dict[str, str]]:
+    """(cmi entries, Measures, skipped) for the CMI peaks of a checked `load_cmi_run` result at ``radii``.
+
+    The peak is `peak_times` (parabolic vertex) of the run's curve on its own t grid; its interval redraws the
+    curve from N(value, s.e.^2) independently at each t, ``resamples`` times (the draws of `info.markov.peak_time`,
+    with the vertex instead of the grid argmax); a run without standard errors gives a zero-width interval. These
+    draws are independent of the test images' bootstrap. A radius the run does not have is skipped."""
+    t, cmi = np.asarray(run["t"], dtype=np.float64), np.asarray(run["cmi"], dtype=np.float64)
+    stderr = None if run.get("stderr") is None else np.asarray(run["stderr"], dtype=np.float64)
+    rs = [int(r) for r in run["r"]]
+    k = int(run["patch"])
+    rng = np.random.default_rng([int(seed), 13])
+    entries, measures, skipped = {}, [], {}
+    for r in radii:
+        if r not in rs:
+            skipped[f"cmi r={r}"] = f"the CMI run {run.get('path')} has no radius {r} (it has {rs})"
+            continue
+        j = rs.index(r)
+        curve = cmi[:, j]
+        peak, edge = peak_times(t, curve)
+        if stderr is None:
+            draws = np.full(resamples, float(peak))
+            how = "no standard errors in the run: zero-width interval"
+        else:
+            redrawn = curve[:, None] + stderr[:, j][:, None] * rng.standard_normal((len(t), resamples))
+            draws = peak_times(t, redrawn)[0]
+            how = "interval: the curve redrawn from N(value, s.e.^2) at each t"
+        low, high = _interval(draws)
+        entries[f"k={k},r={r}"] = {"patch": k, "radius": r, "sizes": run["region_sizes"][j], "t": t.tolist(),
+                                   "cmi": curve.tolist(), "stderr": None if stderr is None else stderr[:, j].tolist(),
+                                   "peak": float(peak), "source": f"{run['estimator']}: {run['dataset']}"}
+        measures.append(Measure("nl", f"CMI peak, A = {k}x{k}, r = {r}", float(peak), low, high,
+                                f"peak of the {run['estimator']} CMI of a `phasediff cmi` run on its own t grid "
+                                f"(parabolic vertex); {how}", r, None, bool(edge), draws))
+    return entries, measures, skipped
+
+
+# --- trained checkpoints ---------------------------------------------------------------------------------------
+
+def same_data(a: str, b: str) -> bool:
+    """Whether two data specs name the same data, whatever the number of images (n=): two specs of one synthetic
+    model compare by the model they build (so 'gmm2:L=7' equals 'gmm2:L=7,mu=1,sigma=1') and their crop, others by
+    their name and values (`specs.spec_key`)."""
+    from phasediff.data.registry import MODELS, is_file_spec, load_model
+    from phasediff.specs import parse_spec, spec_key
+
+    if is_file_spec(a) or is_file_spec(b):
+        return a.strip() == b.strip()
+    name_a, name_b = parse_spec(a)[0], parse_spec(b)[0]
+    if name_a != name_b:
+        return False
+    if name_a in MODELS:
+        crop = lambda spec: dict(spec_key(spec)[1]).get("crop")
+        return load_model(a).describe() == load_model(b).describe() and crop(a) == crop(b)
+    key = lambda spec: frozenset(item for item in spec_key(spec)[1] if item[0] != "n")
+    return key(a) == key(b)
+
+
+def without_n(spec: str) -> str:
+    """``spec`` without its n= (which would cap a reference set such as the judge's test split)."""
+    from phasediff.specs import parse_spec
+
+    name, params = parse_spec(spec)
+    rest = ",".join(f"{key}={value}" for key, value in params.items() if key != "n")
+    return name + (f":{rest}" if rest else "")
+
+
+def _checkpoint_info(path, spec: str, shape: Sequence[int], periodic: bool) -> dict:
+    """The sidecar of a checkpoint that must model ``spec`` (images of ``shape``; on a torus if ``periodic``)."""
+    from phasediff.denoisers.checkpoint import read_info
+
+    info = read_info(path)
+    data = info.get("data")
+    if not isinstance(data, str):
+        raise PhasediffError(f"{path} does not record the data it was trained on (sidecar field 'data')")
+    if not same_data(data, spec):
+        raise PhasediffError(f"{path} was trained on {data!r}, not on {spec!r}")
+    trained = tuple(info.get("image_shape") or ())
+    if trained != tuple(shape):
+        raise PhasediffError(f"{path} was trained on images of shape {trained or 'unrecorded'}, the data's are "
+                             f"{tuple(shape)}")
+    if bool(info["model"].get("periodic")) != periodic:
+        where = "lives on a torus" if periodic else "does not live on a torus"
+        raise PhasediffError(f"{path} is {'not ' if periodic else ''}a periodic network, but {spec} {where}")
+    return info
+
+
+def parse_local_models(entries: Sequence[str]) -> list[tuple[int | None, str]]:
+    """--local-model entries 'R=PATH' or 'PATH' -> [(R or None, PATH)]."""
+    out = []
+    for entry in entries:
+        head, equals, tail = entry.partition("=")
+        if equals and head.strip().isdigit():
+            out.append((int(head), tail))
+        elif equals and head.strip().lstrip("+-").isdigit():
+            raise PhasediffError(f"--local-model R=PATH needs a radius R >= 1, got {entry!r}")
+        else:
+            out.append((None, entry))
+    return out
+
+
+def load_checkpoints(spec: str, global_path, local: Sequence[tuple[int | None, str]], shape: Sequence[int],
+                     periodic: bool = False, device: str | torch.device = "cpu"
+                     ) -> tuple[object, dict[int, object], dict[int, str]]:
+    """(the global denoiser, {radius: strictly local denoiser}, {radius: its path}) from checkpoints that model
+    ``spec``, checked
+    before any weights load: every sidecar's data equals ``spec`` (`same_data`) and its image shape ``shape``;
+    the networks are periodic exactly when the data live on a torus; the global one is a U-Net; each local one
+    is a strictly local network (not a classifier, a U-Net or a Wiener + local model) whose radius equals the R
+    it was given with (``local``: [(R or None, path)]); no two share a radius."""
+    from phasediff.denoisers.checkpoint import load
+
+    info = _checkpoint_info(global_path, spec, shape, periodic)
+    arch = info["model"].get("arch")
+    if arch != "unet":
+        what = {"classifier": "a classifier", "local": "a strictly local network",
+                "wiener-local": "a Wiener + local model (global only through its linear part)"}.get(arch, repr(arch))
+        raise PhasediffError(f"--model {global_path} is {what}, not a global denoiser (a U-Net)")
+    if not local:
+        raise PhasediffError("a global checkpoint needs at least one --local-model [R=]CHECKPOINT to compare with")
+    paths: dict[int, str] = {}
+    for given, path in local:
+        info = _checkpoint_info(path, spec, shape, periodic)
+        arch = info["model"].get("arch")
+        if arch != "local":
+            what = {"classifier": "a classifier", "unet": "a global U-Net",
+                    "wiener-local": "a Wiener + local model, global through its linear part"}.get(arch, repr(arch))
+            raise PhasediffError(f"--local-model {path} is {what}, not a strictly local denoiser")
+        radius = int(info["model"]["radius"])
+        if given is not None and given != radius:
+            raise PhasediffError(f"--local-model {given}={path}: the checkpoint has radius {radius}, not {given}")
+        if radius < 1:
+            raise PhasediffError(f"--local-model {path} has radius {radius}: the buffer B_r needs r >= 1")
+        if radius in paths:
+            raise PhasediffError(f"two local checkpoints of radius {radius}: {paths[radius]} and {path}")
+        paths[radius] = path
+    paths = dict(sorted(paths.items()))
+    return load(global_path, device), {r: load(path, device) for r, path in paths.items()}, paths
+
+
+def check_labels_and_judge(judge, spec: str, data) -> None:
+    """Refuse a judge that cannot classify ``data`` (a `Dataset` of ``spec``): not a classifier, trained on other
+    data or on images of another shape, or fewer classes than the labels need; and data without labels."""
+    from phasediff.denoisers.checkpoint import read_info
+
+    info = read_info(judge)
+    if info["model"].get("arch") != "classifier":
+        raise PhasediffError(f"--judge {judge} is not a classifier checkpoint")
+    trained = info.get("data")
+    if not isinstance(trained, str) or not same_data(trained, spec):
+        raise PhasediffError(f"the judge {judge} was trained on {trained!r}, not on {spec!r}")
+    if tuple(info.get("image_shape") or ()) != tuple(data.shape):
+        raise PhasediffError(f"the judge {judge} was trained on images of shape "
+                             f"{tuple(info.get('image_shape') or ())}, the data's are {tuple(data.shape)}")
+    if data.labels is None:
+        raise PhasediffError(f"{spec} has no labels: the forward-backward test needs a class per image")
+    labels = np.asarray(data.labels)
+    classes = int(info["model"]["num_classes"])
+    if labels.min() < 0 or labels.max() >= classes:
+        raise PhasediffError(f"the labels of {spec} run from {labels.min()} to {labels.max()}, the judge {judge} "
+                             f"knows classes 0..{classes - 1}")
+
+
 def _peak_measure(name: str, ts, per_item: np.ndarray, weights: np.ndarray, radius: int | None, method: str,
                   exact: float | None = None, exact_curve=None) -> Measure:
     t, edge = peak_times(ts, per_item.mean(1))
@@ -468,17 +851,20 @@ def window_starts(width: float, step: float) -> list[float]:
 def concurrence(global_denoiser, local: Mapping[int, object], images, labels, classify: Classify,
                 ts: Sequence[float], classes: int = 2, model=None, patches: Sequence[int] = DEFAULT_PATCHES,
                 widths: Sequence[float] = DEFAULT_WIDTHS, window_step: float = DEFAULT_WINDOW_STEP,
-                valid: Callable | None = None, samples: int = 1000, sampler_steps: int = 64,
+                valid: Callable | SampleJudge | None = None, samples: int = 1000, sampler_steps: int = 64,
                 steps_per_unit: float = 128.0, recovery_steps_per_unit: float = 32.0, seed: int = 0,
                 batch_size: int = 500, device: str | torch.device = "cpu", resamples: int = BOOTSTRAP,
-                skipped: Mapping[str, str] | None = None) -> Concurrence:
+                skipped: Mapping[str, str] | None = None, cmi_run: Mapping | None = None) -> Concurrence:
     """Every symmetry-breaking and nonlocality measure on the grid ``ts`` (see the module's docstring).
 
     ``local``: {radius: denoiser} (radii >= 1); ``images`` / ``labels`` / ``classify`` / ``classes``: the test
     images, their classes and the class rule (`speciation.class_rule`); ``model``: the exact model of the data
-    (gmm2 adds the closed forms and the exact CMI; without one the CMI is skipped); ``valid``: the judge of a
-    generated image for the sliding window (None: skipped); ``skipped``: reasons for what the caller could not
-    measure (e.g. the Frechet distance), reported as they are. The denoisers must already live on ``device``."""
+    (gmm2 adds the closed forms and the exact CMI; without an exact CMI the CMI rows are skipped, unless
+    ``cmi_run`` is given); ``valid``: the judge of a generated image for the sliding window, a plain
+    ``images -> bools`` or a `SampleJudge` (which may add a Frechet distance; None: the window is skipped);
+    ``cmi_run``: the results.json of a `phasediff cmi` run (`load_cmi_run`), whose curves give the CMI peaks
+    instead of the exact CMI; ``skipped``: reasons for what the caller could not measure (e.g. the Frechet
+    distance), reported as they are. The denoisers must already live on ``device``."""
     start = time.perf_counter()
     ts, images = check_ts(ts), check_images(images)
     batch_size = check_batch_size(batch_size)
@@ -577,8 +963,12 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
 
     # the exact CMI of the centre k x k patch, buffer r
     cmi: dict = {}
-    if model is None:
-        skipped["cmi"] = "no exact model of the data"
+    if cmi_run is not None:
+        cmi, found, missing = cmi_run_peaks(cmi_run, radii, resamples, seed)
+        measures += found
+        skipped.update(missing)
+    elif not has_exact_cmi(model):
+        skipped["cmi"] = CMI_SKIPPED
     else:
         from phasediff.info.cmi import measure_cmi
 
@@ -612,16 +1002,22 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
 
     # (c) the sliding window
     sliding: dict = {}
-    if valid is None:
+    judge = (None if valid is None else valid if isinstance(valid, SampleJudge)
+             else SampleJudge(valid, "it passes the given rule"))
+    if judge is None:
         skipped.setdefault("sliding window", "no judge of generated images for this data")
     else:
         gen_weights = image_weights(samples, seed, resamples, stream=11)
         shape = tuple(images.shape[1:])
+        score = lambda d: _generate_and_score(d, judge, samples, shape, sampler_steps, seed, batch_size, str(device))
+        all_global = score(global_denoiser)
         for r in radii:
+            all_local = score(local[r])
             for w in widths:
                 starts = window_starts(w, window_step)
-                correct = sliding_window(global_denoiser, local[r], valid, samples, shape, starts, w, sampler_steps,
-                                         seed, batch_size, str(device))
+                scored = [score(window_denoiser(global_denoiser, local[r], a, w))
+                          for a in progress(starts, desc=f"sliding window (r = {r}, w = {w:g})")]
+                correct = np.stack([s.correct for s in scored])
                 centres = np.round(np.asarray(starts) + w / 2, 10)
                 accuracy = correct.mean(1)
                 low, high = wilson_interval(correct.sum(1), samples)
@@ -631,26 +1027,51 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 value = None if span is None else (span[0] + span[1]) / 2
                 best = int(np.argmax(accuracy))
                 key = f"r={r},w={w:g}"
-                sliding[key] = {"radius": r, "width": w, "starts": starts, "centres": centres.tolist(),
-                                "accuracy": accuracy.tolist(), "low": low.tolist(), "high": high.tolist(),
-                                "best_window": [starts[best], min(1.0, round(starts[best] + w, 10))],
-                                "best_accuracy": float(accuracy[best]), "span": None if span is None else list(span),
-                                "t_nl": value}
+                entry = {"radius": r, "width": w, "starts": starts, "centres": centres.tolist(),
+                         "accuracy": accuracy.tolist(), "low": low.tolist(), "high": high.tolist(),
+                         "best_window": [starts[best], min(1.0, round(starts[best] + w, 10))],
+                         "best_accuracy": float(accuracy[best]), "span": None if span is None else list(span),
+                         "t_nl": value}
+                for name, alone in (("all_global", all_global), ("all_local", all_local)):
+                    k = int(alone.correct.sum())
+                    a_low, a_high = wilson_interval(np.array([k]), samples)
+                    entry[name] = {"accuracy": k / samples, "low": float(a_low[0]), "high": float(a_high[0])}
+                sliding[key] = entry
                 lo, hi = _interval(centre_draws)
                 measures.append(Measure("nl", f"sliding window centre, w = {w:g}, r = {r}", value, lo, hi,
                                         "midpoint of the span of window centres with accuracy above halfway between "
                                         f"the worst and the best window (best >= {MIN_ACCURACY:g}), bootstrap over "
-                                        "samples", r, None,
-                                        bool(span is not None and (span[0] <= centres[0] or span[1] >= centres[-1])),
-                                        centre_draws))
-        skipped.setdefault("sliding window FD", "no judge network for this data")
+                                        "samples", r, None, _at_edge(span, centres), centre_draws))
+                if judge.features is None:
+                    continue
+                sets = [s.features for s in scored] + [all_global.features, all_local.features]
+                scores, fd_draws = _frechet_scores(sets, judge.reference, gen_weights, seed)
+                plug_in = np.array([s["fd_plug_in"] for s in scores])
+                fd_span = _fd_span(centres, plug_in[:-2], plug_in[-2], plug_in[-1])
+                fd_value = None if fd_span is None else (fd_span[0] + fd_span[1]) / 2
+                fd_centres = np.array([_fd_centre(centres, fd_draws[:-2, b], fd_draws[-2, b], fd_draws[-1, b])
+                                       for b in range(resamples)])
+                entry.update({name: [s[name] for s in scores[:-2]] for name in scores[0]})
+                entry["all_global"].update(scores[-2])
+                entry["all_local"].update(scores[-1])
+                entry.update(fd_span=None if fd_span is None else list(fd_span), fd_t_nl=fd_value)
+                lo, hi = _interval(fd_centres)
+                measures.append(Measure("nl", f"sliding window centre by FD, w = {w:g}, r = {r}", fd_value, lo, hi,
+                                        "midpoint of the span of window centres whose plug-in Frechet distance (judge "
+                                        "features) lies below halfway, in log FD, between the best and the worst "
+                                        "window (the best at least halfway from all-local to all-global), bootstrap "
+                                        "over samples", r, None, _at_edge(fd_span, centres), fd_centres))
+        if judge.features is None:
+            skipped.setdefault("sliding window FD", "no judge network for this data")
 
     references = [m for m in measures if m.kind == "sb" and m.name.startswith("forward-backward")]
     differences = [_difference(ref, m) for m in measures if m.kind == "nl" for ref in references]
     settings = {"n": n, "samples": samples, "sampler_steps": sampler_steps, "steps_per_unit": steps_per_unit,
                 "recovery_steps_per_unit": recovery_steps_per_unit, "widths": list(widths),
                 "window_step": window_step, "resamples": resamples, "seed": seed, "class_alpha": CLASS_ALPHA,
-                "min_accuracy": MIN_ACCURACY, "model": None if model is None else model.describe()}
+                "min_accuracy": MIN_ACCURACY, "model": None if model is None else model.describe(),
+                "sliding_judge": None if judge is None else judge.description,
+                "cmi_run": None if cmi_run is None else {key: cmi_run.get(key) for key in CMI_RUN_FIELDS}}
     return Concurrence(t=ts, radii=radii, patches=patches, speciation=spec, gap=gap, recovery=recovery, cmi=cmi,
                        sliding=sliding, measures=measures, differences=differences, settings=settings,
                        skipped=skipped, seconds=time.perf_counter() - start)
@@ -700,6 +1121,19 @@ def concurrence_table(result: Concurrence | dict) -> str:
                                          + ("*" if d["zero_inside"] else ""))
             line += f"  {text:<34}"
         rows.append(line.rstrip() + edge(m))
+    if data["sliding"]:
+        judge = data["settings"].get("sliding_judge")
+        rows += ["", "sliding window: accuracy (and judge FD) per window centre; the samplers alone at the right"
+                 + ("" if judge is None else f"; a sample is correct when {judge}")]
+        for entry in data["sliding"].values():
+            fd = lambda e, i=None: ("" if "fd" not in e else
+                                    f" FD {e['fd'] if i is None else e['fd'][i]:.3g}")
+            cells = [f"{c:.2f}: {a:.3f}{fd(entry, i)}" for i, (c, a) in enumerate(zip(entry["centres"],
+                                                                                     entry["accuracy"]))]
+            alone = [f"{name.replace('_', '-')} {entry[name]['accuracy']:.3f}{fd(entry[name])}"
+                     for name in ("all_global", "all_local") if name in entry]
+            rows.append(f"  r = {entry['radius']}, w = {entry['width']:g}: " + "; ".join(cells)
+                        + (f" | {'; '.join(alone)}" if alone else ""))
     for key, reason in data["skipped"].items():
         rows.append(f"skipped: {key}: {reason}")
     s = data["settings"]

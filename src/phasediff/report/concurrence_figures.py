@@ -85,15 +85,31 @@ def _panel_cmi(ax, data) -> None:
     t = np.asarray(data["t"])
     styles = ["-", "--", ":", "-."]
     patches = sorted({entry["patch"] for entry in data["cmi"].values()})
+    measured = any("source" in entry for entry in data["cmi"].values())
     for entry in data["cmi"].values():
-        x, y = (np.asarray(entry["dense_t"]), entry["dense_cmi"]) if "dense_t" in entry else (t, entry["cmi"])
-        y, _, _ = _normalised(y)
+        x, y = ((np.asarray(entry["dense_t"]), entry["dense_cmi"]) if "dense_t" in entry else
+                (np.asarray(entry.get("t", t)), entry["cmi"]))
+        err = entry.get("stderr")
+        y, lo, hi = _normalised(y, *((None, None) if err is None else
+                                     (np.asarray(entry["cmi"]) - Z95 * np.asarray(err),
+                                      np.asarray(entry["cmi"]) + Z95 * np.asarray(err))))
+        inside = (x > 0) & (x < 1)  # a run's grid may hold t = 0 and 1, which the logit axis cannot show
+        x, y = x[inside], y[inside]
+        lo, hi = (None, None) if lo is None else (lo[inside], hi[inside])
         k, r = entry["patch"], entry["radius"]
-        colour = f"C{patches.index(k)}"
-        ax.plot(x, y, styles[data["radii"].index(r) % len(styles)], color=colour, lw=1.2, label=f"A = {k}x{k}, r = {r}")
+        colour = f"C{patches.index(k) if not measured else data['radii'].index(r)}"
+        ax.plot(x, y, styles[data["radii"].index(r) % len(styles)] if not measured else "o-", ms=3, color=colour,
+                lw=1.2, label=f"A = {k}x{k}, r = {r}")
+        if lo is not None:
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.15, lw=0)
         ax.plot([entry["peak"]], [1.0], "v", color=colour, ms=4)
     ax.set_ylabel("CMI / max")
-    ax.set_title("exact I_t(A:C|B_r), centre k x k patch (no sampling error; triangles: exact peaks)", fontsize=9)
+    if measured:
+        source = next(iter(data["cmi"].values()))["source"].split(":")[0]
+        ax.set_title(f"I_t(A:C|B_r) of a `phasediff cmi` run ({source} estimator), 95% bands from its standard "
+                     "errors; triangles: peaks", fontsize=9)
+    else:
+        ax.set_title("exact I_t(A:C|B_r), centre k x k patch (no sampling error; triangles: exact peaks)", fontsize=9)
 
 
 def _panel_sliding(ax, data) -> None:
@@ -104,6 +120,24 @@ def _panel_sliding(ax, data) -> None:
     ax.set_ylabel("class accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("sliding window: global in [a, a + w], local outside; x = window centre; Wilson 95% bands",
+                 fontsize=9)
+
+
+def _panel_sliding_fd(ax, data) -> None:
+    for i, entry in enumerate(data["sliding"].values()):
+        if "fd" not in entry:
+            continue
+        c = np.asarray(entry["centres"])
+        ax.plot(c, entry["fd"], "o-", ms=3, color=f"C{i}", label=f"r = {entry['radius']}, w = {entry['width']:g}")
+        ax.fill_between(c, entry["fd_low"], entry["fd_high"], color=f"C{i}", alpha=0.2, lw=0)
+        ax.axhline(entry["all_local"]["fd"], color=f"C{i}", lw=0.8, ls="--")
+    first = next(entry for entry in data["sliding"].values() if "fd" in entry)
+    ax.axhline(first["all_global"]["fd"], color="k", lw=0.8, ls="--", label="all-global (dashed: all-local)")
+    values = [v for entry in data["sliding"].values() if "fd" in entry for v in entry["fd"] if v > 0]
+    ax.set_yscale("symlog", linthresh=0.5 * min(values, default=0.2))
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("judge FD")
+    ax.set_title("sliding window: Frechet distance in the judge's features (bias-corrected, 95% bootstrap bands)",
                  fontsize=9)
 
 
@@ -135,6 +169,8 @@ def concurrence_figure(data: dict, path: Path, title: str | None = None) -> Path
         panels.append(_panel_cmi)
     if data["sliding"]:
         panels.append(_panel_sliding)
+        if any("fd" in entry for entry in data["sliding"].values()):
+            panels.append(_panel_sliding_fd)
     count = sum(1 for m in data["measures"] if m["t"] is not None)
     heights = [2.2] * len(panels) + [max(2.5, 0.16 * count)]
     fig, axes = plt.subplots(len(heights), 1, figsize=(9.5, sum(heights) + 0.8), sharex=True,
