@@ -3,7 +3,6 @@ page, and bad input at the command line. The stages run on scikit-learn's 8 x 8 
 estimator on a tiny grid, so a whole reproduction takes a few seconds."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess

@@ -147,8 +147,9 @@ def _panel_times(ax, data) -> None:
     for y, m in enumerate(measures):
         low = m["t"] if m["low"] is None else m["low"]
         high = m["t"] if m["high"] is None else m["high"]
-        ax.errorbar(m["t"], y, xerr=[[m["t"] - low], [high - m["t"]]], fmt="o", ms=3, color=colours[m["kind"]],
-                    capsize=2, lw=1)
+        # a percentile interval need not hold its point estimate: draw the bar to the estimate, not past it
+        ax.errorbar(m["t"], y, xerr=[[max(m["t"] - low, 0.0)], [max(high - m["t"], 0.0)]], fmt="o", ms=3,
+                    color=colours[m["kind"]], capsize=2, lw=1)
         if m["low"] is None or m["high"] is None:  # an open end: an arrow towards it
             ax.annotate("", xy=(m["t"] + (0.02 if m["high"] is None else -0.02), y), xytext=(m["t"], y),
                         arrowprops={"arrowstyle": "->", "color": colours[m["kind"]], "lw": 0.8})

@@ -1,8 +1,10 @@
 """Stage "cmi": the CMI heatmap I_t(A:C|B_r) on the paper's grid, with its Markov lengths, peak and window.
 
 The estimator is a named profile (`PROFILES`); ``ESTIMATOR`` picks the profile of each mode, and ``--cmi-estimator``
-overrides it: switching the estimator is one setting. Every profile carries the caveat that README's estimator
-table states for it, and the report prints it beside the numbers.
+overrides it: switching the estimator is one setting. `views.cmi.PROFILE_TEXT` holds each profile's label and the
+caveat that README's estimator table states for it, which the report prints beside the numbers. A profile's
+"networks" names a folder of trained estimator networks under the checkpoints root (committed networks, once
+there are some); None trains them into DIR/cache/neural, where a rerun finds them.
 """
 
 from __future__ import annotations
