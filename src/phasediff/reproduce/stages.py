@@ -219,6 +219,19 @@ def find_checkpoint(folder: Path, name: str) -> Path | None:
         else None
 
 
+def local_and_global(dataset: DatasetPlan, folder: Path, settings: dict) -> dict[str, Path]:
+    """{"local-rR": path, "global": path} of the committed checkpoints for ``settings["radii"]``; radii without
+    one move from ``settings["radii"]`` to ``settings["missing"]`` (in place)."""
+    found = {r: find_checkpoint(folder, f"{dataset.prefix}local-r{r}") for r in settings["radii"]}
+    settings["missing"] = [r for r, path in found.items() if path is None]
+    settings["radii"] = [r for r, path in found.items() if path is not None]
+    checkpoints = {f"local-r{r}": found[r] for r in settings["radii"]}
+    global_ = find_checkpoint(folder, f"{dataset.prefix}global")
+    if global_ is not None:
+        checkpoints["global"] = global_
+    return checkpoints
+
+
 def build_stages(plan: DatasetPlan, options: Options) -> list[Stage]:
     """The stages of ``plan`` in order; each step module's ``plan(dataset, options, folder)`` builds its stage
     (with a skip reason where the dataset cannot serve it)."""

@@ -18,6 +18,7 @@ from phasediff.reproduce.stages import (
     Options,
     Stage,
     find_checkpoint,
+    local_and_global,
 )
 from phasediff.reproduce.views.concurrence import QUESTION, TITLE
 
@@ -36,17 +37,14 @@ def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
     settings = dataset.settings_for("concurrence", {**(QUICK if options.quick else FULL), "spec": dataset.spec,
                                                     "precision": "auto", "batch_size": 500}, options.quick)
     settings["precision"] = resolve_precision(settings["precision"], options.device.split(":")[0])
-    found = {r: find_checkpoint(folder, f"{dataset.prefix}local-r{r}") for r in settings["radii"]}
-    settings["missing"] = [r for r, path in found.items() if path is None]
-    settings["radii"] = [r for r, path in found.items() if path is not None]
-    checkpoints = {f"local-r{r}": found[r] for r in settings["radii"]}
-    global_ = find_checkpoint(folder, f"{dataset.prefix}global")
+    checkpoints = local_and_global(dataset, folder, settings)
     judge = None if dataset.lattice else find_checkpoint(folder, "classifier")
-    checkpoints.update({k: v for k, v in (("global", global_), ("judge", judge)) if v is not None})
+    if judge is not None:
+        checkpoints["judge"] = judge
     stage = Stage("concurrence", TITLE, QUESTION, settings, checkpoints, depends=("cmi",),
                   code=("phasediff.diagnostics.concurrence", "phasediff.diagnostics.speciation",
                         "phasediff.report.concurrence_figures"))
-    if global_ is None:
+    if "global" not in checkpoints:
         return stage.skipped(f"no global checkpoint ({dataset.prefix}global) in {folder}: forward-backward needs one")
     if not settings["radii"]:
         return stage.skipped(f"no local checkpoints ({dataset.prefix}local-rR) in {folder}")

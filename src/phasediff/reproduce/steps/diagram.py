@@ -12,7 +12,7 @@ from phasediff.reproduce.stages import (
     DatasetPlan,
     Options,
     Stage,
-    find_checkpoint,
+    local_and_global,
 )
 from phasediff.reproduce.views.diagram import QUESTION, TITLE
 
@@ -29,13 +29,7 @@ def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
     settings = dataset.settings_for("diagram", {"spec": dataset.spec, **(QUICK if options.quick else FULL),
                                                 "tolerance": DEFAULT_TOLERANCE, "precision": "auto"}, options.quick)
     settings["precision"] = resolve_precision(settings["precision"], options.device.split(":")[0])
-    found = {r: find_checkpoint(folder, f"{dataset.prefix}local-r{r}") for r in settings["radii"]}
-    settings["missing"] = [r for r, path in found.items() if path is None]
-    settings["radii"] = [r for r, path in found.items() if path is not None]
-    checkpoints = {f"local-r{r}": found[r] for r in settings["radii"]}
-    global_ = find_checkpoint(folder, f"{dataset.prefix}global")
-    if global_ is not None:
-        checkpoints["global"] = global_
+    checkpoints = local_and_global(dataset, folder, settings)
     stage = Stage("diagram", TITLE, QUESTION, settings, checkpoints, depends=("cmi",),
                   code=("phasediff.report.diagram", "phasediff.diagnostics.recovery", "phasediff.diagnostics.gap"))
     if not settings["radii"]:
