@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from phasediff.diagnostics.phases import Family
+from phasediff.diagnostics.phases import Family, member_file
 from phasediff.errors import PhasediffError
 
 
@@ -39,7 +39,7 @@ def test_a_rerun_resumes_and_other_settings_need_force(cli, cli_json, tmp_path):
             "--out", tmp_path / "run"]
     first = cli_json(*argv)
     (tmp_path / "run" / "results.json").unlink()
-    member = tmp_path / "run" / "members" / "0.json"
+    member = tmp_path / "run" / "members" / "gmrf_L=6_kappa=1.json"
     stamp = member.stat().st_mtime_ns
     again = cli_json(*argv)
     assert member.stat().st_mtime_ns == stamp  # the finished member was reused
@@ -48,6 +48,18 @@ def test_a_rerun_resumes_and_other_settings_need_force(cli, cli_json, tmp_path):
     assert status == 2 and "another run" in err
     assert cli(*argv[:-2], "--n", "120", "--out", tmp_path / "run", "--force", "--quiet")[0] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_a_longer_family_reuses_the_members_already_measured(cli_json, tmp_path):
+    argv = ["--radii", "1", "--n", "60", "--gap-images", "8", "--steps", "8", "--out", tmp_path / "run"]
+    cli_json("phases", "gmrf:L=6,kappa=1;2", *argv)
+    member = tmp_path / "run" / "members" / "gmrf_L=6_kappa=2.json"
+    stamp = member.stat().st_mtime_ns
+    longer = cli_json("phases", "gmrf:L=6,kappa=0.5;1;2;4", *argv)
+    assert member.stat().st_mtime_ns == stamp
+    assert [m["value"] for m in longer["members"]] == [0.5, 1, 2, 4]
+    assert sorted(p.name for p in (tmp_path / "run" / "members").iterdir()) == [
+        f"gmrf_L=6_kappa={k}.json" for k in ("0.5", "1", "2", "4")]
 
 
 def test_ising_members_need_their_checkpoints(cli, tmp_path):
@@ -97,3 +109,35 @@ def test_ising_members_find_checkpoints_whatever_the_number_format(cli_json, tmp
     for member in members:
         assert member["radii"] == [1] and member["missing"] == [2]
         assert set(member["observables"]) >= {"global", "1"}
+    stamps = {m["spec"]: (tmp_path / "run" / "members" / member_file(m["spec"])).stat().st_mtime_ns for m in members}
+    save(models / "T3.0-local-r2", LocalDenoiser(2, width=4, periodic=True),
+         {"data": "ising:L=8,T=3.0", "image_shape": [1, 8, 8], "model_kind": "local"}, weights="ema")
+    again = cli_json("phases", "ising:L=8,T=2;3", "--radii", "1,2", "--n", "20", "--steps", "4",
+                     "--gap-images", "8", "--cmi", "none", "--models", models, "--out", tmp_path / "run", "--quiet")
+    assert [m["radii"] for m in again["members"]] == [[1], [1, 2]]  # the new checkpoint is measured
+    assert (tmp_path / "run" / "members" / member_file("ising:L=8,T=2")).stat().st_mtime_ns == stamps["ising:L=8,T=2"]
+    assert set(again["members"][1]["checkpoints"]) == {"global", "r=1", "r=2"}
+
+
+def test_figures_of_values_spanning_decades_use_a_log_colour_scale(tmp_path):
+    """CMI heatmaps span decades (and estimates can dip below zero): the colour scale is logarithmic, the PNG is
+    written, and the non-positive cells take the floor colour instead of failing."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    from phasediff.info.result import CMIResult
+    from phasediff.report import figures
+
+    cmi = np.array([[0.5, 0.05, 0.005], [0.02, 0.0, -0.001]])
+    result = CMIResult(t=[0.2, 0.6], r=[1, 2, 3], cmi=cmi, stderr=np.full_like(cmi, 0.002), estimator="exact",
+                       dataset="test", site=(1, 1), patch=1, region_sizes=[], seconds=0.0, details={})
+    seen = []
+    original = plt.Axes.imshow
+    plt.Axes.imshow = lambda self, *a, **k: seen.append(k.get("norm")) or original(self, *a, **k)
+    try:
+        figures.cmi_heatmap(result, tmp_path / "heatmap.png")
+    finally:
+        plt.Axes.imshow = original
+    assert isinstance(seen[0], LogNorm) and seen[0].vmax == 0.5 and seen[0].vmin == pytest.approx(0.005)
+    assert (tmp_path / "heatmap.png").stat().st_size > 1000

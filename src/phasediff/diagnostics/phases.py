@@ -253,28 +253,47 @@ class PhasesOptions:
                 raise PhasediffError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+def member_file(spec: str) -> str:
+    """The file name of a member's result in a run folder: its spec with every non-name character replaced."""
+    return "".join(c if c.isalnum() or c in "=.-" else "_" for c in spec) + ".json"
+
+
+def member_checkpoints(spec: str, radii: Sequence[int], models: Path | None) -> dict[str, str]:
+    """{"global" or "r=R": weights_sha256} of the checkpoints an Ising member uses ({} for exact denoisers)."""
+    from phasediff.denoisers.checkpoint import read_info
+
+    if not spec.startswith("ising"):
+        return {}
+    found, key = _ising_models(models), spec_key(spec)
+    chosen = {"global": found.get((key, None)), **{f"r={r}": found.get((key, r)) for r in radii}}
+    return {label: str(read_info(path)["weights_sha256"]) for label, path in chosen.items() if path is not None}
+
+
 def run_phases(family: Family, options: PhasesOptions, out: Path, force: bool = False) -> dict:
-    """Every member into ``out/members/K.json`` as it finishes (a rerun with the same settings resumes there;
-    other settings need ``force``), then results.json, table.md, phase_diagram.png and r_star.png."""
+    """Every member into ``out/members/SPEC.json`` as it finishes, then results.json, table.md,
+    phase_diagram.png and r_star.png.
+
+    A rerun with the same settings reuses every finished member whose checkpoints (by their weights' sha256)
+    are unchanged, whatever family it belongs to: adding a temperature, or a checkpoint at one temperature,
+    measures only what is new. Other settings need ``force``."""
     from phasediff.progress import progress
     from phasediff.rundir import output_lock, save_json
 
     options.check()
     out = Path(out)
-    settings = {"family": family.members, "parameter": family.parameter, **asdict(options)}
-    settings = json.loads(json.dumps(settings))
+    settings = json.loads(json.dumps({"family": family.name, "parameter": family.parameter, **asdict(options)}))
+    models = Path(options.models) if options.models else None
     with output_lock(out):
         replaced = _prepare(out, settings, force)
         members = []
-        for k, (spec, value) in enumerate(progress(list(zip(family.members, family.values)), desc="phases")):
-            done = out / "members" / f"{k}.json"
-            if not done.exists():
-                result = run_member(spec, value, options.radii, options.n, options.steps, options.seed,
-                                    Path(options.models) if options.models else None, options.gap_images,
-                                    method=options.method, cmi=options.cmi)
-                save_json(done, result.to_dict())
+        for spec, value in progress(list(zip(family.members, family.values)), desc="phases"):
+            done, checkpoints = out / "members" / member_file(spec), member_checkpoints(spec, options.radii, models)
+            if not done.exists() or json.loads(done.read_text()).get("checkpoints") != checkpoints:
+                result = run_member(spec, value, options.radii, options.n, options.steps, options.seed, models,
+                                    options.gap_images, method=options.method, cmi=options.cmi)
+                save_json(done, {**result.to_dict(), "checkpoints": checkpoints})
             members.append(json.loads(done.read_text()))
-        summary = {"settings": settings, "members": members}
+        summary = {"settings": {**settings, "members": list(family.members)}, "members": members}
         from phasediff.report.phase_figures import phases_figure, r_star_figure
 
         phases_figure(members, family.parameter, out / "phase_diagram.png")
@@ -306,9 +325,23 @@ def _prepare(out: Path, settings: dict, force: bool) -> Path | None:
     return replaced
 
 
+HEADLINES = {"ising": (("energy difference", "energy_difference"), ("W1 of |m|", "w1_abs_magnetisation"),
+                       ("max |C(d) - C_ref(d)|", "correlation_difference")),
+             "gmrf": (("relative Frobenius error", "relative_frobenius"),),
+             "grf": (("relative Frobenius error", "relative_frobenius"),),
+             "gmm2": (("W1 of |mean pixel|", "w1"),)}
+
+
+def _interval(entry) -> str:
+    """'v [lo, hi]' of an interval dict, 'v' of a number."""
+    if isinstance(entry, dict):
+        return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+    return f"{entry:.3f}"
+
+
 def phases_table(members: Sequence[dict], parameter: str) -> str:
-    """A Markdown table: the member, its data's correlation length, the global model's verdict, the
-    all-local verdict per radius and r*."""
+    """Two Markdown tables: per member its data's correlation length, the global model's verdict, the all-local
+    verdict per radius and r*; then per model the numbers behind each verdict with their 95% intervals."""
     radii = sorted({int(r) for m in members for r in m["matches"]})
     lines = [f"| {parameter} | xi (data) | global | " + " | ".join(f"r = {r}" for r in radii) + " | r* |",
              "|---" * (len(radii) + 4) + "|"]
@@ -316,8 +349,32 @@ def phases_table(members: Sequence[dict], parameter: str) -> str:
         xi = m["data_correlation_length"]
         span = ("" if xi["low"] is None else " (exact)" if xi["low"] == xi["high"]
                 else f" [{xi['low']:.2f}, {xi['high']:.2f}]")
-        cells = ["match" if m["matches"].get(str(r)) else ("no model" if r in m["missing"] else "fails")
+        cells = ["match" if m["matches"].get(str(r)) else ("not measured" if str(r) not in m["matches"] else "fails")
                  for r in radii]
         lines.append(f"| {m['value']:g} | {xi['value']:.2f}{span} | {'match' if m['global_matches'] else 'FAILS'} | "
-                     + " | ".join(cells) + f" | {m['r_star'] if m['r_star'] is not None else '> ' + str(max(radii))} |")
+                     + " | ".join(cells) + f" | {_r_star_text(m)} |")
+    headlines = HEADLINES[members[0]["spec"].split(":")[0]] if members else ()
+    lines += ["", f"| {parameter} | model | " + " | ".join(name for name, _ in headlines) + " | verdict |",
+              "|---" * (len(headlines) + 3) + "|"]
+    for m in members:
+        for model, observed in m["observables"].items():
+            verdict = m["global_matches"] if model == "global" else m["matches"][model]
+            lines.append(f"| {m['value']:g} | {'global' if model == 'global' else 'local r = ' + model} | "
+                         + " | ".join(_interval(observed[key]) for _, key in headlines)
+                         + f" | {'match' if verdict else 'fails'} |")
     return "\n".join(lines)
+
+
+def r_star_bracket(member: dict) -> tuple[int, int | None]:
+    """(largest measured radius below r* that fails, or 0; r*, None where no measured radius matches): the
+    threshold radius lies in (low, r*]."""
+    failing = [int(r) for r, ok in member["matches"].items() if not ok
+               and (member["r_star"] is None or int(r) < member["r_star"])]
+    return max(failing, default=0), member["r_star"]
+
+
+def _r_star_text(member: dict) -> str:
+    low, star = r_star_bracket(member)
+    if star is None:
+        return f"> {low}" if low else "no local model"
+    return f"{star}" + (f" (r = {low} fails)" if low == star - 1 else f" (in ({low}, {star}])")

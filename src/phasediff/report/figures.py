@@ -21,17 +21,28 @@ def _title(result: CMIResult) -> str:
 
 
 def cmi_heatmap(result: CMIResult, path: Path) -> None:
-    """Heatmap over (r, t); cells whose value is within 2 standard errors of zero carry a dot."""
-    cmi = np.asarray(result.cmi)
+    """Heatmap over (r, t), in log colour where the positive values span more than a decade (values at or below
+    the colour scale's floor, max / 10^4, take its lowest colour); cells whose value is within 2 standard errors
+    of zero carry a dot."""
+    from matplotlib.colors import LogNorm
+
+    cmi = np.asarray(result.cmi, dtype=float)
+    positive = cmi[np.isfinite(cmi) & (cmi > 0)]
+    logarithmic = positive.size > 0 and positive.max() > 10 * positive.min()
+    norm, label = None, "CMI (nats)"
+    if logarithmic:
+        norm = LogNorm(vmin=max(float(positive.min()), float(positive.max()) * 1e-4), vmax=float(positive.max()))
+        label = "CMI (nats, log scale)"
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(result.r) + 1.5, 1.0 + 0.35 * len(result.t) + 1.0))
-    image = ax.imshow(cmi, origin="lower", aspect="auto", cmap="viridis",
+    shown = np.maximum(cmi, norm.vmin) if logarithmic else cmi
+    image = ax.imshow(shown, origin="lower", aspect="auto", cmap="viridis", norm=norm,
                       extent=(-0.5, len(result.r) - 0.5, -0.5, len(result.t) - 0.5))
     ax.set_xticks(range(len(result.r)), [str(r) for r in result.r])
     ax.set_yticks(range(len(result.t)), [f"{t:g}" for t in result.t])
     ax.set_xlabel("buffer radius r")
     ax.set_ylabel("t (0 = data, 1 = noise)")
     ax.set_title(_title(result), fontsize=9)
-    fig.colorbar(image, ax=ax, label="CMI (nats)")
+    fig.colorbar(image, ax=ax, label=label)
     if result.stderr is not None:
         ti, ri = np.nonzero(cmi < 2 * np.asarray(result.stderr))
         ax.plot(ri, ti, "w.", markersize=3, label="< 2 s.e. from 0")

@@ -138,24 +138,37 @@ def gap_cmi_figure(gap: LocalityGap, cmi: CMIResult | None, path: Path, toleranc
     return _save(fig, path)
 
 
+def common_radius(members) -> int | None:
+    """The radius with a local model in the most members (the smallest among ties): the gap panel's radius, so
+    that its columns compare the same denoiser size."""
+    counts: dict[int, int] = {}
+    for m in members:
+        for r in m["radii"]:
+            counts[int(r)] = counts.get(int(r), 0) + 1
+    return min(counts, key=lambda r: (-counts[r], r)) if counts else None
+
+
 def phases_figure(members, parameter: str, path: Path) -> None:
-    """The phase diagram of a family: the parameter across, t up; colour the locality gap of the smallest
-    radius (left) and the exact CMI at r = 1 where the model has one (right); above each column, r* (the
-    smallest radius whose all-local samples match the data; '>R' where none does)."""
+    """The phase diagram of a family: the parameter across, t up; colour the locality gap of one radius (the
+    one most members have, `common_radius`; left) and the CMI at that radius, exact or the neural estimate
+    (right); above each column, r* (the smallest radius whose all-local samples match the data; '>R' where
+    none of the measured radii up to R does)."""
+    radius = common_radius(members)
     with_cmi = any(m["cmi"] for m in members)
-    fig, axes = plt.subplots(1, 2 if with_cmi else 1, figsize=(11 if with_cmi else 6, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if with_cmi else 1, figsize=(11 if with_cmi else 6.5, 4.6), squeeze=False)
     columns_at = np.arange(len(members))  # one equal-width column per member, labelled by its value
-    panels = [("gap", "locality gap, smallest radius (per-pixel MSE)")] + ([("cmi", "I_t(A:C|B_1), nats")]
-                                                                          if with_cmi else [])
+    panels = [("gap", f"locality gap of r = {radius} (per-pixel MSE)")] + (
+        [("cmi", f"I_t(A:C|B_{radius}), nats")] if with_cmi else [])
     for ax, (what, label) in zip(axes[0], panels):
         columns, times = [], None
         for m in members:
-            if what == "gap" and m["gap"]:
-                times, column = m["gap"]["times"], np.asarray(m["gap"]["gap"])[:, 0]
-            elif what == "cmi" and m["cmi"]:
-                times, column = m["cmi"]["t"], np.asarray(m["cmi"]["cmi"])[:, 0]
-            else:
-                column = None
+            column = None
+            if what == "gap" and m["gap"] and radius in m["gap"]["radii"]:
+                times = m["gap"]["times"]
+                column = np.asarray(m["gap"]["gap"])[:, m["gap"]["radii"].index(radius)]
+            elif what == "cmi" and m["cmi"] and radius in m["cmi"]["r"]:
+                times = m["cmi"]["t"]
+                column = np.asarray(m["cmi"]["cmi"])[:, m["cmi"]["r"].index(radius)]
             columns.append(column)
         if times is None:
             continue
@@ -165,33 +178,51 @@ def phases_figure(members, parameter: str, path: Path) -> None:
         mesh = ax.pcolormesh(columns_at, times, np.where(grid > 0, grid, np.nan), norm=norm, cmap="viridis",
                              shading="nearest")
         fig.colorbar(mesh, ax=ax, label=label)
-        for x, m in zip(columns_at, members):
+        for x, (m, column) in enumerate(zip(members, columns)):
             star = m["r_star"] if m["r_star"] is not None else f">{max(m['radii'] or [0])}"
             ax.annotate(f"r*={star}", (x, max(times)), xytext=(0, 8), textcoords="offset points", ha="center",
                         fontsize=7, annotation_clip=False)
+            if column is None:
+                ax.text(x, float(np.mean(times)), f"no r = {radius}\nmodel", ha="center", va="center", fontsize=6,
+                        rotation=90, color="0.4")
         ax.set_xticks(columns_at, [f"{m['value']:g}" for m in members])
         ax.set_xlabel(parameter)
-        ax.set_ylabel("t (0 = data, 1 = noise)")
+        ax.set_ylabel(T_LABEL)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
 def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
-    """r* against the correlation length of the data (with its interval); members where no radius up to
-    ``largest`` matches are drawn at largest + 1 with an upward arrow."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    """r* against the correlation length of the data (with its interval where it is measured): a point at r*
+    and a bar down to the largest measured radius below it that fails (the threshold lies above that end); members
+    where no measured radius matches are drawn at largest + 1 with an upward arrow from their largest failing
+    radius. The dashed line is r = xi."""
+    from phasediff.diagnostics.phases import r_star_bracket
+
+    fig, ax = plt.subplots(figsize=(5.8, 4.4))
+    kinds = set()
     for m in members:
         xi = m["data_correlation_length"]
-        err = None if xi["low"] is None else [[xi["value"] - xi["low"]], [xi["high"] - xi["value"]]]
-        found = m["r_star"] is not None
-        y = m["r_star"] if found else largest + 1
-        ax.errorbar(xi["value"], y, xerr=err, fmt="o" if found else "^", color="C0" if found else "C3", capsize=2)
+        kinds.add(xi.get("kind", "xi_2"))
+        err = None if xi["low"] is None or xi["low"] == xi["high"] else [[xi["value"] - xi["low"]],
+                                                                          [xi["high"] - xi["value"]]]
+        low, star = r_star_bracket(m)
+        found = star is not None
+        y = star if found else largest + 1
+        ax.errorbar(xi["value"], y, xerr=err, yerr=[[y - low], [0]], fmt="o" if found else "^",
+                    color="C0" if found else "C3", capsize=2)
         ax.annotate(f"{parameter}={m['value']:g}", (xi["value"], y), xytext=(4, 4), textcoords="offset points",
                     fontsize=7)
+    xs = [m["data_correlation_length"]["value"] for m in members]
+    if xs:
+        grid = np.linspace(0, max(xs) * 1.1, 50)
+        ax.plot(grid, grid, "k--", lw=0.8, label="r = xi")
+        ax.legend(loc="upper left", fontsize=7)
     ax.axhline(largest + 0.5, color="k", ls=":", lw=1)
-    ax.set_xlabel("correlation length of the data xi_2 (sites)")
+    ax.set_xlabel("correlation length of the data xi (sites; " + "; ".join(sorted(kinds)) + ")")
     ax.set_ylabel("r*: smallest radius whose all-local samples match")
+    ax.set_ylim(0, largest + 1.6)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
