@@ -12,6 +12,7 @@
     phasediff diagram --data D --local CKPTS   recovery diagram and locality gaps over (t, r)
     phasediff hybrid ...                the paper's hybrid schedules and ours: quality, time, FLOPs
     phasediff hybrid-sweep ...          a grid of global windows: the speed / quality Pareto front
+    phasediff plan --model NAME=PATH ...  the cheapest schedule of several models within an FD budget (cached)
     phasediff reproduce DATA --out DIR  the study of mnist, fashion-mnist or ising as cached stages, DIR/index.html
 
 Bad input is reported in one line with exit status 2.
@@ -295,6 +296,43 @@ def _add_phases(commands) -> None:
     phases.add_argument("--force", action="store_true", help="start afresh, replacing the run in --out")
 
 
+def _add_plan(commands) -> None:
+    from phasediff.diagnostics.planner import DEFAULT_BETA
+    from phasediff.sampling import SAMPLERS
+
+    plan = commands.add_parser("plan", parents=[_common(device=True)], help="the cheapest schedule of several "
+                               "models whose FD ratio to the reference model meets a budget (cached on disk)",
+                               description="Screens every single-block substitution on common noise, predicts "
+                               "the cost / quality front and verifies along it (phasediff.diagnostics.planner); "
+                               "samples at most a third of the images of the single-window sweep. The schedule "
+                               "replays with phasediff sample --schedule.")
+    plan.add_argument("--model", required=True, action="append", help="NAME=PATH, repeated: every model the "
+                      "schedule may use, named as phasediff sample --schedule names them")
+    plan.add_argument("--reference", default=None, help="the model the quality is measured against (default: "
+                      "the one with the most FLOPs per image)")
+    plan.add_argument("--steps", type=int, default=32, help="sampler steps from t = 1 to 0 (default 32)")
+    plan.add_argument("--method", default="euler", choices=tuple(SAMPLERS))
+    plan.add_argument("--beta", type=float, default=DEFAULT_BETA, help="budget: the largest paired FD ratio to "
+                      f"all-reference (default {DEFAULT_BETA:g})")
+    plan.add_argument("--confident", action="store_true", help="the upper end of the ratio's 95%% interval must "
+                      "meet the budget (default: the bias-corrected ratio, as hybrid-sweep judges)")
+    plan.add_argument("--n", type=int, default=250, help="samples per schedule (default 250)")
+    plan.add_argument("--grid", default="0:1:0.1", help="block edges from 0 to 1, list or A:B:STEP "
+                      "(default 0:1:0.1)")
+    plan.add_argument("--cost", default="flops", choices=("flops", "wall"), help="what cheapest means: FLOPs, or "
+                      "wall-clock from each model's median seconds per image (default flops)")
+    plan.add_argument("--max-images", type=int, default=None, help="images the search may sample (default: a "
+                      "third of the single-window sweep's)")
+    plan.add_argument("--batch-size", type=int, default=500)
+    plan.add_argument("--data", default=None, help="reference dataset (default: the reference model's)")
+    plan.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
+    _precision_arg(plan, "auto")
+    plan.add_argument("--cache", type=Path, default=None, help="plan cache folder (default "
+                      "$XDG_CACHE_HOME/phasediff/plans, i.e. ~/.cache/phasediff/plans)")
+    plan.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    plan.add_argument("--out", type=Path, default=None, help="also write the plan to this .json")
+
+
 def _add_speciation(commands) -> None:
     sp = commands.add_parser("speciation", parents=[_common(device=True)], help="symmetry breaking by "
                              "forward-backward: P(class kept | t) for the ODE and SDE samplers, t_sb, spectral t_S",
@@ -389,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"phasediff {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram,
-                _add_phases, _add_speciation, _add_concurrence, _add_reproduce):
+                _add_phases, _add_speciation, _add_concurrence, _add_reproduce, _add_plan):
         add(commands)
     _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic window, judged and timed")
     _add_hybrid(commands, "hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")
@@ -697,6 +735,48 @@ def cmd_phases(args) -> None:
     _emit(args, summary, phases_table(summary["members"], family.parameter) + f"\nwrote {args.out}")
 
 
+def cmd_plan(args) -> None:
+    import time
+
+    from phasediff.denoisers.checkpoint import read_info
+    from phasediff.diagnostics.planner import PlanOptions, cached, default_cache, plan_key, plan_schedule, plan_text
+    from phasediff.report.samples import default_judge, judge_and_reference, load_models
+
+    start = time.perf_counter()
+    out = None if args.out is None else check_output_file(args.out, (".json",))
+    if bad := [entry for entry in args.model if "=" not in entry]:
+        raise PhasediffError(f"name every model: --model NAME=PATH, got {bad[0]!r}")
+    _check_positive(args, "n", "steps", "batch_size")
+    checkpoints = _named_models(args.model)
+    if args.reference is not None and args.reference not in checkpoints:
+        raise PhasediffError(f"--reference {args.reference!r} is not among the models {', '.join(checkpoints)}")
+    options = PlanOptions(steps=args.steps, method=args.method, beta=args.beta, n=args.n,
+                          grid=tuple(parse_list(args.grid, float, "--grid")), seed=args.seed,
+                          batch_size=args.batch_size, precision=args.precision, device=resolve_device(args.device),
+                          cost=args.cost, confident=args.confident, max_images=args.max_images)
+    options.check()
+    infos = {name: read_info(path) for name, path in checkpoints.items()}
+    data = args.data or infos[args.reference or next(iter(infos))].get("data")
+    if not data:
+        raise PhasediffError("the checkpoints do not record their data: pass --data")
+    judge_path = args.judge or default_judge(data)
+    settings = {"models": {name: [info["weights_sha256"], info["model"]] for name, info in infos.items()},
+                "reference": args.reference, "data": data, "judge": read_info(judge_path)["weights_sha256"],
+                "device": options.device.split(":")[0], **{k: v for k, v in vars(options).items() if k != "device"}}
+
+    def compute() -> dict:
+        models, shape = load_models(checkpoints, options.device)
+        judge, test_images = judge_and_reference(data, judge_path)
+        plan = plan_schedule(models, args.reference, shape, judge, test_images, options, started=start)
+        return {**plan.to_dict(), "data": data, "models": {m: str(p) for m, p in checkpoints.items()}}
+
+    summary, hit = cached(None if args.no_cache else (args.cache or default_cache()), plan_key(settings), compute)
+    summary.update(cached=hit, key=plan_key(settings), seconds=time.perf_counter() - start)
+    if out is not None:
+        write_atomic(out, lambda tmp: tmp.write_text(to_json(summary) + "\n"))
+    _emit(args, summary, plan_text(summary))
+
+
 def cmd_speciation(args) -> None:
     from phasediff.data.registry import load_dataset
     from phasediff.diagnostics.speciation import (
@@ -877,7 +957,7 @@ def cmd_reproduce(args) -> None:
 
 COMMANDS = {"cmi": cmd_cmi, "study": cmd_study, "train": cmd_train, "sample": cmd_sample, "convert": cmd_convert,
             "judge": cmd_judge, "diagram": cmd_diagram,
-            "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid, "phases": cmd_phases,
+            "hybrid": cmd_hybrid, "hybrid-sweep": cmd_hybrid, "phases": cmd_phases, "plan": cmd_plan,
             "speciation": cmd_speciation, "concurrence": cmd_concurrence, "reproduce": cmd_reproduce}
 DATA_COMMANDS = {"info": cmd_data_info, "show": cmd_data_show, "export": cmd_data_export}
 
