@@ -204,7 +204,7 @@ def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
     kinds = set()
     for m in members:
         xi = m["data_correlation_length"]
-        kinds.add(xi.get("kind", "xi_2"))
+        kinds.add(xi.get("kind", "xi_2").split(" (")[0])
         err = None if xi["low"] is None or xi["low"] == xi["high"] else [[xi["value"] - xi["low"]],
                                                                           [xi["high"] - xi["value"]]]
         low, star = r_star_bracket(m)
@@ -220,7 +220,7 @@ def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
         ax.plot(grid, grid, "k--", lw=0.8, label="r = xi")
         ax.legend(loc="upper left", fontsize=7)
     ax.axhline(largest + 0.5, color="k", ls=":", lw=1)
-    ax.set_xlabel("correlation length of the data xi (sites; " + "; ".join(sorted(kinds)) + ")")
+    ax.set_xlabel("correlation length of the data xi (sites; " + ", ".join(sorted(kinds)) + ")")
     ax.set_ylabel("r*: smallest radius whose all-local samples match")
     ax.set_ylim(0, largest + 1.6)
     fig.tight_layout()
