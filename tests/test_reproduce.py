@@ -109,9 +109,12 @@ def test_what_each_dataset_can_serve_is_decided_with_a_reason():
     ising = {s.name: s for s in build_stages(DATASETS["ising"], Options(quick=True))}
     assert not any(s.skip for s in ising.values())
     assert ising["hybrid"].settings["mode"] == "plan"
-    assert ising["phases"].settings["values"] == [3.0]
-    assert [item["value"] for item in ising["phases"].settings["lacking"]] == [2.6, 3.5]
-    assert "no global checkpoint" in ising["phases"].settings["lacking"][0]["reason"]
+    assert ising["phases"].settings["values"] == [1.8, 3.0, 4.0] and not ising["phases"].settings["lacking"]
+    full = {s.name: s for s in build_stages(DATASETS["ising"], Options())}
+    assert full["phases"].settings["values"] == [1.8, 2.269, 2.75, 3.0, 3.5, 4.0, 5.0]
+    unknown = DatasetPlan(**{**DATASETS["ising"].__dict__, "family": {**DATASETS["ising"].family, "quick_values": [3.0, 9.0]}})
+    lacking = {s.name: s for s in build_stages(unknown, Options(quick=True))}["phases"].settings["lacking"]
+    assert [item["value"] for item in lacking] == [9.0] and "no global checkpoint" in lacking[0]["reason"]
     bare = {s.name: s for s in build_stages(DATASETS["mnist"], Options(quick=True, checkpoints=Path("/nonexistent")))}
     assert all(bare[name].skip for name in ("diagram", "hybrid", "concurrence", "phases"))
     with pytest.raises(PhasediffError, match="unknown CMI estimator"):

@@ -197,7 +197,7 @@ def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
     """r* against the correlation length of the data (with its interval where it is measured): a point at r*
     and a bar down to the largest measured radius below it that fails (the threshold lies above that end); members
     where no measured radius matches are drawn at largest + 1 with an upward arrow from their largest failing
-    radius. The dashed line is r = xi."""
+    radius. The dashed line is r = xi; the xi axis is logarithmic when the lengths span more than a decade."""
     from phasediff.diagnostics.phases import r_star_bracket
 
     fig, ax = plt.subplots(figsize=(5.8, 4.4))
@@ -214,11 +214,14 @@ def r_star_figure(members, parameter: str, largest: int, path: Path) -> None:
                     color="C0" if found else "C3", capsize=2)
         ax.annotate(f"{parameter}={m['value']:g}", (xi["value"], y), xytext=(4, 4), textcoords="offset points",
                     fontsize=7)
-    xs = [m["data_correlation_length"]["value"] for m in members]
+    xs = [m["data_correlation_length"]["value"] for m in members if m["data_correlation_length"]["value"] > 0]
     if xs:
-        grid = np.linspace(0, max(xs) * 1.1, 50)
+        spread = max(xs) > 10 * min(xs)  # lengths near a critical point span decades: log axis
+        grid = np.geomspace(min(xs) / 1.5, max(xs) * 1.5, 50) if spread else np.linspace(0, max(xs) * 1.1, 50)
         ax.plot(grid, grid, "k--", lw=0.8, label="r = xi")
         ax.legend(loc="upper left", fontsize=7)
+        if spread:
+            ax.set_xscale("log")
     ax.axhline(largest + 0.5, color="k", ls=":", lw=1)
     ax.set_xlabel("correlation length of the data xi (sites; " + ", ".join(sorted(kinds)) + ")")
     ax.set_ylabel("r*: smallest radius whose all-local samples match")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from phasediff.data.ising import exact_correlation_length
+
 PAPER = "arXiv 2508.06614"
 SCIENCE_4 = f"{PAPER}, as quoted in SCIENCE.md section 4"
 CMI_STUDY = f"{PAPER}, as quoted in docs/cmi-study.md (MNIST, t = 0.3 table)"
@@ -71,8 +73,8 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("fashion-mnist", "hybrid", "global window of the hybrid sampler", {"window": True}, None,
               "[0.2, 0.5]", SCIENCE_4),
     # Ising above T_c: exact correlation length (physics, not the paper)
-    *(Reference("ising", "phases", f"correlation length xi at T = {T:g} (sites)", {"T": T}, xi, f"about {xi:g}",
-                ISING_XI) for T, xi in ((2.6, 4.3), (3.0, 2.1), (3.5, 1.4))),
+    *(Reference("ising", "phases", f"correlation length xi at T = {T:g} (sites)", {"T": T}, xi, f"{xi:.2f}",
+                ISING_XI) for T, xi in ((T, exact_correlation_length(T)) for T in (2.75, 3.0, 3.5, 4.0, 5.0))),
 )
 
 

@@ -51,7 +51,8 @@ class DatasetPlan:
     folder: str
     prefix: str = ""  # of the checkpoint names in the folder: PREFIX + "global", PREFIX + "local-r3"
     lattice: bool = False
-    family: dict | None = None  # lattice: {"name": "ising", "parameter": "T", "fixed": "L=32", "values": [...]}
+    family: dict | None = None  # lattice: {"name": "ising", "parameter": "T", "fixed": "L=32", "values": [...],
+    #                                       optionally "quick_values": [...], the members of the quick mode}
     overrides: dict = field(default_factory=dict)  # {stage name: {setting: value}} in both modes
     quick_overrides: dict = field(default_factory=dict)  # {stage name: {setting: value}} in --quick only
 
@@ -66,10 +67,12 @@ DATASETS = {
     "ising": DatasetPlan(
         "ising", "2D Ising model, L = 32, T = 3.0", "ising:L=32,T=3.0", "ising:L=32,T=3.0", "ising",
         prefix="L32-T3.0-", lattice=True,
-        family={"name": "ising", "parameter": "T", "fixed": "L=32", "values": [2.6, 3.0, 3.5]},
+        # the temperatures with committed networks (docs/phases-study.md); the quick mode runs three of them
+        family={"name": "ising", "parameter": "T", "fixed": "L=32", "values": [1.8, 2.269, 2.75, 3.0, 3.5, 4.0, 5.0],
+                "quick_values": [1.8, 3.0, 4.0]},
         # the neural CMI estimator needs more passes over the smaller synthetic draw
         quick_overrides={"data": {"n": 2000}, "cmi": {"n": 5000, "epochs": 8}},
-        # the committed Ising checkpoints have radius 2 only; the others are listed as missing
+        # radii without a committed network at T = 3.0 are listed as missing
         overrides={"data": {"n": 10000}, "diagram": {"radii": [1, 2, 4]}, "concurrence": {"radii": [2]}}),
 }
 

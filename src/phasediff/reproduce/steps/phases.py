@@ -32,7 +32,7 @@ def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
                                                "parameter": family["parameter"]}, options.quick)
     found = _ising_models(folder) if folder.is_dir() else {}
     members, values, lacking, checkpoints = [], [], [], {}
-    for value in family["values"]:
+    for value in family.get("quick_values", family["values"]) if options.quick else family["values"]:
         spec = f"{family['name']}:{family['fixed']},{family['parameter']}={format(value, '.6g')}"
         key = spec_key(spec)
         if (key, None) not in found:
