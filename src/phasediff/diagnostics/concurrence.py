@@ -118,6 +118,8 @@ FD_SKIPPED_ISING = ("no judge network: Ising configurations are judged by their 
 CMI_SKIPPED = ("no exact CMI for this data (the exact estimator serves gmm2, grf, gmrf and gmm); give the results of a "
                "`phasediff cmi` run of it (--cmi-run DIR) to take its peaks: the neural estimator is too slow to run "
                "here")
+ARCHITECTURES = {"classifier": "a classifier", "unet": "a global U-Net", "local": "a strictly local network",
+                 "wiener-local": "a Wiener + local model (global only through its linear part)"}  # in refusals
 JUDGE_ALPHA = 0.05  # classifier_judge: a test image fails the confidence rule with this probability
 ISING_ALPHA = 0.02  # ising_judge: a configuration of the model fails with about this probability at most
 FD_ROUNDS = 50  # bootstrap rounds of each window's Frechet distance (`metrics.bootstrap_frechet`, as `judge`)
@@ -752,8 +754,7 @@ def load_checkpoints(spec: str, global_path, local: Sequence[tuple[int | None, s
     info = _checkpoint_info(global_path, spec, shape, periodic)
     arch = info["model"].get("arch")
     if arch != "unet":
-        what = {"classifier": "a classifier", "local": "a strictly local network",
-                "wiener-local": "a Wiener + local model (global only through its linear part)"}.get(arch, repr(arch))
+        what = ARCHITECTURES.get(arch, repr(arch))
         raise PhasediffError(f"--model {global_path} is {what}, not a global denoiser (a U-Net)")
     if not local:
         raise PhasediffError("a global checkpoint needs at least one --local-model [R=]CHECKPOINT to compare with")
@@ -762,8 +763,7 @@ def load_checkpoints(spec: str, global_path, local: Sequence[tuple[int | None, s
         info = _checkpoint_info(path, spec, shape, periodic)
         arch = info["model"].get("arch")
         if arch != "local":
-            what = {"classifier": "a classifier", "unet": "a global U-Net",
-                    "wiener-local": "a Wiener + local model, global through its linear part"}.get(arch, repr(arch))
+            what = ARCHITECTURES.get(arch, repr(arch))
             raise PhasediffError(f"--local-model {path} is {what}, not a strictly local denoiser")
         radius = int(info["model"]["radius"])
         if given is not None and given != radius:

@@ -288,11 +288,13 @@ def run_phases(family: Family, options: PhasesOptions, out: Path, force: bool = 
         members = []
         for spec, value in progress(list(zip(family.members, family.values)), desc="phases"):
             done, checkpoints = out / "members" / member_file(spec), member_checkpoints(spec, options.radii, models)
-            if not done.exists() or json.loads(done.read_text()).get("checkpoints") != checkpoints:
+            member = json.loads(done.read_text()) if done.exists() else None
+            if member is None or member.get("checkpoints") != checkpoints:
                 result = run_member(spec, value, options.radii, options.n, options.steps, options.seed, models,
                                     options.gap_images, method=options.method, cmi=options.cmi)
-                save_json(done, {**result.to_dict(), "checkpoints": checkpoints})
-            members.append(json.loads(done.read_text()))
+                member = json.loads(json.dumps({**result.to_dict(), "checkpoints": checkpoints}))
+                save_json(done, member)
+            members.append(member)
         summary = {"settings": {**settings, "members": list(family.members)}, "members": members}
         from phasediff.report.phase_figures import phases_figure, r_star_figure
 

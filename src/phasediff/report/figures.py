@@ -24,15 +24,12 @@ def cmi_heatmap(result: CMIResult, path: Path) -> None:
     """Heatmap over (r, t), in log colour where the positive values span more than a decade (values at or below
     the colour scale's floor, max / 10^4, take its lowest colour); cells whose value is within 2 standard errors
     of zero carry a dot."""
-    from matplotlib.colors import LogNorm
+    from phasediff.report.phase_figures import log_norm
 
     cmi = np.asarray(result.cmi, dtype=float)
     positive = cmi[np.isfinite(cmi) & (cmi > 0)]
     logarithmic = positive.size > 0 and positive.max() > 10 * positive.min()
-    norm, label = None, "CMI (nats)"
-    if logarithmic:
-        norm = LogNorm(vmin=max(float(positive.min()), float(positive.max()) * 1e-4), vmax=float(positive.max()))
-        label = "CMI (nats, log scale)"
+    norm, label = (log_norm(cmi), "CMI (nats, log scale)") if logarithmic else (None, "CMI (nats)")
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(result.r) + 1.5, 1.0 + 0.35 * len(result.t) + 1.0))
     shown = np.maximum(cmi, norm.vmin) if logarithmic else cmi
     image = ax.imshow(shown, origin="lower", aspect="auto", cmap="viridis", norm=norm,

@@ -30,7 +30,9 @@ def _edges(values) -> np.ndarray:
     return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
 
 
-def _log_norm(*tables: np.ndarray) -> LogNorm:
+def log_norm(*tables: np.ndarray) -> LogNorm:
+    """A log colour scale from the largest finite value down to the smallest positive one, at most four decades
+    (and not below LOG_FLOOR)."""
     values = np.concatenate([np.ravel(t) for t in tables])
     values = values[np.isfinite(values)]
     top = max(float(values.max()) if len(values) else LOG_FLOOR * 10, LOG_FLOOR * 10)
@@ -56,7 +58,7 @@ def recovery_figure(diagram: RecoveryDiagram, path: Path, level: float = DEFAULT
     cols = np.arange(len(diagram.radii))
     fig, ax = plt.subplots(figsize=(2.2 + 0.75 * len(cols), 5.0))
     mesh = ax.pcolormesh(_edges(cols), _edges(t), np.maximum(mse, LOG_FLOOR), cmap="magma",
-                         norm=_log_norm(mse), shading="flat")
+                         norm=log_norm(mse), shading="flat")
     fig.colorbar(mesh, ax=ax, label="recovery MSE per pixel")
     for i, ti in enumerate(t):
         for j in cols:
@@ -90,7 +92,7 @@ def _log_mesh(ax, fig, times, radii, table, label: str) -> tuple[np.ndarray, np.
     r = np.asarray(radii, float)
     values = np.asarray(table, float)[order]
     mesh = ax.pcolormesh(_edges(r), _edges(t[order]), np.maximum(values, LOG_FLOOR), cmap="viridis",
-                         norm=_log_norm(values), shading="flat")
+                         norm=log_norm(values), shading="flat")
     fig.colorbar(mesh, ax=ax, label=label)
     return t[order], r
 
@@ -173,8 +175,7 @@ def phases_figure(members, parameter: str, path: Path) -> None:
         if times is None:
             continue
         grid = np.array([np.full(len(times), np.nan) if c is None else c for c in columns]).T
-        positive = grid[np.isfinite(grid) & (grid > 0)]
-        norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-4), vmax=positive.max()) if positive.size else None
+        norm = log_norm(grid) if (np.isfinite(grid) & (grid > 0)).any() else None
         mesh = ax.pcolormesh(columns_at, times, np.where(grid > 0, grid, np.nan), norm=norm, cmap="viridis",
                              shading="nearest")
         fig.colorbar(mesh, ax=ax, label=label)
