@@ -157,3 +157,15 @@ def test_sampler_callback_sees_every_step():
     sample(model, 2, SHAPE, steps=5, callback=lambda step, t, x, x0: seen.append((step, round(t, 6), x0.shape)))
     assert [s for s, _, _ in seen] == [0, 1, 2, 3, 4]
     assert [t for _, t, _ in seen] == [1.0, 0.8, 0.6, 0.4, 0.2]
+
+
+def test_sample_to_file_cycles_labels(tmp_path):
+    """label "cycle": sample i gets class i mod classes, and only the guided member sees it."""
+    from phasediff.report.samples import SampleOptions, sample_to_file
+
+    model = Constant(0.0, num_classes=3)
+    sample_to_file({"m": model}, SHAPE, Schedule.parse("m*1"), tmp_path / "s.npz",
+                   SampleOptions(n=5, steps=2, clip=False), label="cycle")
+    assert model.seen == [[0, 1, 2, 0, 1]] * 2
+    with pytest.raises(PhasediffError, match="label 3"):
+        sample_to_file({"m": model}, SHAPE, Schedule.parse("m*1"), tmp_path / "t.npz", SampleOptions(n=2), label=3)

@@ -8,7 +8,7 @@ from phasediff.data.gmm2 import TwoComponentMixture
 from phasediff.data.mixture import GaussianMixture
 from phasediff.denoisers.mixture2 import TwoComponentDenoiser
 from phasediff.diagnostics.concurrence import (
-    _window_centre,
+    window_centre,
     concurrence,
     concurrence_table,
     gap_per_image,
@@ -180,9 +180,9 @@ def test_peak_times_and_window_centre():
     peaks, edges = peak_times(t, np.stack([y, t], axis=1))
     assert peaks == pytest.approx([0.33, 0.6]) and list(edges) == [False, True]
     centres = np.array([0.2, 0.3, 0.4, 0.5])
-    assert _window_centre(centres, np.array([0.0, 1.0, 1.0, 0.0])) == pytest.approx(0.35)
-    assert np.isnan(_window_centre(centres, np.array([0.1, 0.4, 0.3, 0.2])))  # no window reaches 0.5
-    assert np.isnan(_window_centre(centres, np.array([0.6, 0.9, 0.9, 0.8])))  # the local sampler needs none
+    assert window_centre(centres, np.array([0.0, 1.0, 1.0, 0.0])) == pytest.approx(0.35)
+    assert np.isnan(window_centre(centres, np.array([0.1, 0.4, 0.3, 0.2])))  # no window reaches 0.5
+    assert np.isnan(window_centre(centres, np.array([0.6, 0.9, 0.9, 0.8])))  # the local sampler needs none
     assert window_starts(0.4, 0.1) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
 
 
@@ -256,6 +256,7 @@ def ckpts(tmp_path_factory):
     digits = {"data": "digits", "image_shape": [1, 8, 8]}
     ising = {"data": ISING, "image_shape": [1, 8, 8]}
     save(folder / "global", unet(), {**digits, "model_kind": "global"}, weights="ema")
+    save(folder / "cond", unet(num_classes=10), {**digits, "model_kind": "global"}, weights="ema")
     save(folder / "local1", LocalDenoiser(1, width=4), {**digits, "model_kind": "local"}, weights="ema")
     save(folder / "local2", LocalDenoiser(2, width=4), {**digits, "model_kind": "local"}, weights="ema")
     save(folder / "judge", Classifier(channels=1, num_classes=10, width=8), {**digits, "model_kind": "classifier"},
@@ -293,7 +294,9 @@ def digits_run(ckpts, tmp_path_factory):
     from phasediff.cli import main
 
     out = tmp_path_factory.mktemp("digits-run") / "run"
-    status = main([str(a) for a in _digits_argv(ckpts, "--cmi-run", ckpts / "cmirun", "--out", out, "--quiet")])
+    status = main([str(a) for a in _digits_argv(ckpts, "--cmi-run", ckpts / "cmirun", "--conditional-model",
+                                                ckpts / "cond", "--conditioning-width", "0.2,0.4", "--out", out,
+                                                "--quiet")])
     assert status == 0
     return json.loads((out / "results.json").read_text()), out
 
@@ -332,6 +335,10 @@ def test_checkpoint_run_on_digits_holds_every_measure(digits_run, ckpts):
     assert "0.05 quantile" in settings["sliding_judge"]
     assert (out / "concurrence.png").stat().st_size > 10_000
     assert "by FD" in (out / "table.txt").read_text()
+    assert {"conditioning window centre, w = 0.2", "conditioning window centre, w = 0.4"} <= names
+    assert list(data["conditioning"]) == ["w=0.2", "w=0.4"] and settings["checkpoints"]["conditional"] == str(ckpts / "cond")
+    assert len(data["conditioning"]["w=0.2"]["accuracy"]) == 5 and settings["conditioning"]["guidance"] == 3.0
+    assert "conditioning window" not in data["skipped"] and "conditioning window:" in (out / "table.txt").read_text()
 
 
 def test_checkpoint_curves_equal_speciation_and_the_gap(digits_run, ckpts):
@@ -481,6 +488,14 @@ def test_checkpoint_bad_local_models(cli, ckpts, case, words):
     (lambda ck: ["ising:L=8,T=3.0", "--model", ck / "ising-global", "--local-model", ck / "ising-local1"],
      "above T_c"),
     (lambda ck: ["gmm2:L=7", "--model", "exact", "--cmi-run", ck / "cmirun"], "drop --cmi-run"),
+    (lambda ck: [ISING, "--model", ck / "ising-global", "--local-model", ck / "ising-local1", "--conditional-model",
+                 ck / "cond"], "no class label to condition on"),
+    (lambda ck: ["digits", "--model", ck / "global", "--local-model", ck / "local1", "--judge", ck / "judge",
+                 "--conditional-model", ck / "global"], "not class-conditional"),
+    (lambda ck: ["digits", "--model", ck / "global", "--local-model", ck / "local1", "--judge", ck / "judge",
+                 "--conditional-model", ck / "judge"], "not a U-Net"),
+    (lambda ck: ["digits", "--model", ck / "global", "--local-model", ck / "local1", "--judge", ck / "judge",
+                 "--conditioning-width", "1.2"], "--conditioning-width"),
 ])
 def test_checkpoint_bad_inputs(cli, ckpts, case, words):
     status, out, err = cli("concurrence", *case(ckpts), "--n", "20", "--quiet")

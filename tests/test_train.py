@@ -127,3 +127,22 @@ def test_init_continues_from_a_checkpoint_and_records_it(cli, cli_json, tmp_path
     status, _, err = cli(*TINY_LOCAL, "--steps", "4", "--init", tmp_path / "small", "--resume",
                          "--out", tmp_path / "second")
     assert status == 2 and "--init" in err
+
+
+def test_init_adds_a_zero_class_embedding_to_an_unconditional_checkpoint(cli, tmp_path):
+    """A conditional network started from an unconditional one predicts exactly what it did, for every label."""
+    tiny_global = ["train", "digits", "--model", "global", "--width", "8", "--batch-size", "8", "--quiet"]
+    assert cli(*tiny_global, "--steps", "1", "--out", tmp_path / "plain")[0] == 0
+    status, _, err = cli(*tiny_global, "--conditional", "--steps", "1", "--lr", "1e-30", "--init",
+                         tmp_path / "plain" / "model", "--out", tmp_path / "labelled")
+    assert status == 0, err
+    assert read_info(tmp_path / "labelled" / "model")["init"]["added"].startswith("class embedding")
+    plain, labelled = load(tmp_path / "plain" / "model"), load(tmp_path / "labelled" / "model")
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((4,), 0.5)
+    with torch.no_grad():
+        expected = plain(x, t)
+        for label in (None, torch.tensor([0, 3, 7, 9])):
+            assert torch.allclose(labelled(x, t, label=label), expected, atol=1e-5)
+    status, _, err = cli(*tiny_global, "--steps", "1", "--init", tmp_path / "labelled" / "model",
+                         "--out", tmp_path / "back")
+    assert status == 2 and "another architecture" in err

@@ -379,6 +379,13 @@ def _add_concurrence(commands) -> None:
     co.add_argument("--cmi-run", type=Path, default=None, help="a `phasediff cmi` run directory (or its results.json) "
                     "of DATA: the CMI peaks at the local radii come from its curves (data without an exact CMI; "
                     "without it those rows are skipped)")
+    co.add_argument("--conditional-model", type=Path, default=None, help="labelled data: a class-conditional "
+                    "U-Net of DATA for the conditioning window (the label, guided, only inside [a, a + w]; "
+                    "class accuracy against a; t_cond joins the t_SB rows); without it that test is skipped")
+    co.add_argument("--guidance", type=float, default=3.0, help="guidance scale inside the label window "
+                    "(default 3)")
+    co.add_argument("--conditioning-width", default="0.2", help="label-window widths w, list (default 0.2); "
+                    "starts step by --window-step")
     co.add_argument("--t", default="0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01", help="the t grid in (0, 1], "
                     "list or A:B:STEP (default 0.05,0.1:0.4:0.1,0.5:0.9:0.02,0.91:0.99:0.01)")
     co.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
@@ -853,6 +860,11 @@ def cmd_concurrence(args) -> None:
     ts = check_ts(sorted(set(parse_list(args.t, float, "--t"))))
     patches = sorted(set(parse_list(args.patches, int, "--patches")))
     widths = sorted(set(parse_list(args.window_width, float, "--window-width")))
+    label_widths = sorted(set(parse_list(args.conditioning_width, float, "--conditioning-width")))
+    if args.conditional_model is not None and kind in ("gmm2", "ising"):
+        raise PhasediffError(f"{kind} has no class label to condition on: drop --conditional-model")
+    if not np.isfinite(args.guidance):
+        raise PhasediffError(f"--guidance must be a finite number, got {args.guidance}")
     _check_positive(args, "n", "samples", "sampler_steps", "resamples", "batch_size")
     if exact:
         radii = sorted({r for text in (args.local_radius or ["1,2,4"])
@@ -862,8 +874,9 @@ def cmd_concurrence(args) -> None:
     local_models = parse_local_models(args.local_model or [])
     if min(patches) < 1:
         raise PhasediffError(f"--patches must be >= 1, got {min(patches)}")
-    if any(not 0 < w < 1 for w in widths):
-        raise PhasediffError(f"--window-width must lie in (0, 1), got {widths}")
+    for name, values in (("--window-width", widths), ("--conditioning-width", label_widths)):
+        if any(not 0 < w < 1 for w in values):
+            raise PhasediffError(f"{name} must lie in (0, 1), got {values}")
     if not 0 < args.window_step <= 1:
         raise PhasediffError(f"--window-step must lie in (0, 1], got {args.window_step}")
     for name in ("steps_per_unit", "recovery_steps_per_unit"):
@@ -911,13 +924,28 @@ def cmd_concurrence(args) -> None:
         classify, classes, labels = class_rule(args.data, data, judge_path)
         judge = classifier_judge(load_judge(judge_path), load_dataset(without_n(args.data), split="test").images)
         checkpoints["judge"] = str(judge_path)
+    conditional, conditioning = None, None
+    if args.conditional_model is None:
+        skipped["conditioning window"] = ("no class label to condition on (its class is a sign)" if kind in
+                                          ("gmm2", "ising") else "no class-conditional network (--conditional-model)")
+    else:
+        from phasediff.diagnostics.conditioning import load_conditional
+
+        conditional = load_conditional(args.conditional_model, args.data, data.shape, classes, device)
+        checkpoints["conditional"] = str(args.conditional_model)
     with torch.no_grad(), autocast(precision, torch.device(device).type):
+        if conditional is not None:
+            from phasediff.diagnostics.conditioning import conditioning_window
+
+            conditioning = conditioning_window(conditional, classify, classes, data.shape, label_widths,
+                                               args.window_step, args.guidance, args.samples, args.sampler_steps,
+                                               args.seed, args.batch_size, device, args.resamples)
         result = concurrence(global_, local, data.images, labels, classify, ts, classes=classes, model=data.model,
                              patches=patches, widths=widths, window_step=args.window_step, valid=judge,
                              samples=args.samples, sampler_steps=args.sampler_steps,
                              steps_per_unit=args.steps_per_unit, recovery_steps_per_unit=args.recovery_steps_per_unit,
                              seed=args.seed, batch_size=args.batch_size, device=device, resamples=args.resamples,
-                             skipped=skipped, cmi_run=cmi_run)
+                             skipped=skipped, cmi_run=cmi_run, conditioning=conditioning)
     result.settings.update(data=args.data, checkpoints=checkpoints)
     payload, text = result.to_dict(), concurrence_table(result)
     if args.out is not None:

@@ -71,6 +71,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -103,6 +104,9 @@ from phasediff.paths import add_noise, noised_variance, signal_scale
 from phasediff.progress import progress
 from phasediff.sampling import euler, sample, time_grid
 from phasediff.stats import crossings, mean_interval, seeded_noise, wilson_interval
+
+if TYPE_CHECKING:
+    from phasediff.diagnostics.conditioning import ConditioningWindow
 
 DEFAULT_PATCHES = (1, 3, 5, 7)
 DEFAULT_WIDTHS = (0.2,)
@@ -418,12 +422,12 @@ def image_weights(n: int, seed: int, resamples: int, stream: int = 7) -> np.ndar
     return rng.multinomial(n, np.full(n, 1 / n), size=resamples)
 
 
-def _resampled(per_item: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def resampled_means(per_item: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(T, B) bootstrap means of per_item (T, N)."""
     return per_item @ weights.T / per_item.shape[1]
 
 
-def _interval(draws: np.ndarray) -> tuple[float | None, float | None]:
+def percentile_interval(draws: np.ndarray) -> tuple[float | None, float | None]:
     """95% percentile interval (inverted CDF) of draws; +-inf are kept in order (open ends -> None); NaN draws
     (no value on that resample) count against both ends: more than 2.5% NaN opens the interval."""
     draws = np.asarray(draws, dtype=np.float64)
@@ -435,7 +439,7 @@ def _interval(draws: np.ndarray) -> tuple[float | None, float | None]:
 
 def _t_sb_draws(ts, kept: np.ndarray, level: float, weights: np.ndarray) -> np.ndarray:
     """t_SB on every resample; +inf where the resampled curve never falls below the level on the grid."""
-    curves = _resampled(kept.astype(float), weights)
+    curves = resampled_means(kept.astype(float), weights)
     return np.array([np.inf if (v := t_sb(ts, curves[:, b], level)) is None else v for b in range(len(weights))])
 
 
@@ -465,7 +469,7 @@ def _spectral_draws(images: torch.Tensor, weights: np.ndarray, iterations: int =
     return np.array([_spectral_time(value) for value in lam])
 
 
-def _window_span(centres: np.ndarray, accuracy: np.ndarray) -> tuple[float, float] | None:
+def window_span(centres: np.ndarray, accuracy: np.ndarray) -> tuple[float, float] | None:
     """The span of window centres whose accuracy exceeds halfway between the worst and the best window (linear
     between windows, `stats.crossings`); None unless the best window reaches MIN_ACCURACY and the worst does not
     (no window makes the local sampler generate the data, or the local sampler needs none)."""
@@ -475,9 +479,9 @@ def _window_span(centres: np.ndarray, accuracy: np.ndarray) -> tuple[float, floa
     return crossings(centres, accuracy, (best + worst) / 2)
 
 
-def _window_centre(centres: np.ndarray, accuracy: np.ndarray) -> float:
-    """The midpoint of `_window_span`, NaN where it is None."""
-    span = _window_span(centres, accuracy)
+def window_centre(centres: np.ndarray, accuracy: np.ndarray) -> float:
+    """The midpoint of `window_span`, NaN where it is None."""
+    span = window_span(centres, accuracy)
     return math.nan if span is None else (span[0] + span[1]) / 2
 
 
@@ -485,7 +489,7 @@ def _fd_span(centres: np.ndarray, fd: np.ndarray, all_global: float, all_local: 
     """The span of window centres whose Frechet distance lies below halfway, in log FD, between the best and the
     worst window (`stats.crossings` of -log FD); None unless the best window gets at least halfway (in log FD) from
     the all-local sampler's FD to the all-global one's, sqrt(FD_local FD_global), and the worst does not (the
-    analogue of `_window_span`'s MIN_ACCURACY: FD has no absolute scale, the two samplers alone give it one). Log,
+    analogue of `window_span`'s MIN_ACCURACY: FD has no absolute scale, the two samplers alone give it one). Log,
     because FDs of local and global samples differ by orders of magnitude."""
     fd = np.asarray(fd, dtype=np.float64)
     if not (np.all(fd > 0) and all_global > 0 and all_local > 0):
@@ -497,7 +501,7 @@ def _fd_span(centres: np.ndarray, fd: np.ndarray, all_global: float, all_local: 
     return crossings(centres, -np.log(fd), -(math.log(best) + math.log(worst)) / 2)
 
 
-def _at_edge(span: tuple[float, float] | None, centres: np.ndarray) -> bool:
+def at_edge(span: tuple[float, float] | None, centres: np.ndarray) -> bool:
     """Whether a span of window centres runs to the first or the last window (cut there: biased)."""
     return bool(span is not None and (span[0] <= centres[0] or span[1] >= centres[-1]))
 
@@ -570,12 +574,14 @@ class Concurrence:
     settings: dict
     skipped: dict
     seconds: float
+    conditioning: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"t": self.t, "radii": self.radii, "patches": self.patches, "speciation": self.speciation.to_dict(),
                 "gap": self.gap, "recovery": self.recovery, "cmi": self.cmi, "sliding": self.sliding,
-                "measures": [m.to_dict() for m in self.measures], "differences": self.differences,
-                "settings": self.settings, "skipped": self.skipped, "seconds": self.seconds}
+                "conditioning": self.conditioning, "measures": [m.to_dict() for m in self.measures],
+                "differences": self.differences, "settings": self.settings, "skipped": self.skipped,
+                "seconds": self.seconds}
 
     def measure(self, name: str) -> Measure:
         """The measure called ``name``."""
@@ -666,7 +672,7 @@ def cmi_run_peaks(run: Mapping, radii: Sequence[int], resamples: int, seed: int 
             redrawn = curve[:, None] + stderr[:, j][:, None] * rng.standard_normal((len(t), resamples))
             draws = peak_times(t, redrawn)[0]
             how = "interval: the curve redrawn from N(value, s.e.^2) at each t"
-        low, high = _interval(draws)
+        low, high = percentile_interval(draws)
         entries[f"k={k},r={r}"] = {"patch": k, "radius": r, "sizes": run["region_sizes"][j], "t": t.tolist(),
                                    "cmi": curve.tolist(), "stderr": None if stderr is None else stderr[:, j].tolist(),
                                    "peak": float(peak), "source": f"{run['estimator']}: {run['dataset']}"}
@@ -706,7 +712,7 @@ def without_n(spec: str) -> str:
     return name + (f":{rest}" if rest else "")
 
 
-def _checkpoint_info(path, spec: str, shape: Sequence[int], periodic: bool) -> dict:
+def checkpoint_info(path, spec: str, shape: Sequence[int], periodic: bool) -> dict:
     """The sidecar of a checkpoint that must model ``spec`` (images of ``shape``; on a torus if ``periodic``)."""
     from phasediff.denoisers.checkpoint import read_info
 
@@ -751,7 +757,7 @@ def load_checkpoints(spec: str, global_path, local: Sequence[tuple[int | None, s
     it was given with (``local``: [(R or None, path)]); no two share a radius."""
     from phasediff.denoisers.checkpoint import load
 
-    info = _checkpoint_info(global_path, spec, shape, periodic)
+    info = checkpoint_info(global_path, spec, shape, periodic)
     arch = info["model"].get("arch")
     if arch != "unet":
         what = ARCHITECTURES.get(arch, repr(arch))
@@ -760,7 +766,7 @@ def load_checkpoints(spec: str, global_path, local: Sequence[tuple[int | None, s
         raise PhasediffError("a global checkpoint needs at least one --local-model [R=]CHECKPOINT to compare with")
     paths: dict[int, str] = {}
     for given, path in local:
-        info = _checkpoint_info(path, spec, shape, periodic)
+        info = checkpoint_info(path, spec, shape, periodic)
         arch = info["model"].get("arch")
         if arch != "local":
             what = ARCHITECTURES.get(arch, repr(arch))
@@ -803,8 +809,8 @@ def check_labels_and_judge(judge, spec: str, data) -> None:
 def _peak_measure(name: str, ts, per_item: np.ndarray, weights: np.ndarray, radius: int | None, method: str,
                   exact: float | None = None, exact_curve=None) -> Measure:
     t, edge = peak_times(ts, per_item.mean(1))
-    draws, _ = peak_times(ts, _resampled(per_item, weights))
-    low, high = _interval(draws)
+    draws, _ = peak_times(ts, resampled_means(per_item, weights))
+    low, high = percentile_interval(draws)
     grid = None if exact_curve is None else float(peak_times(ts, exact_curve)[0])
     return Measure("nl", name, float(t), low, high, method, radius, exact, bool(edge), draws, grid)
 
@@ -813,7 +819,7 @@ def _difference(reference: Measure, other: Measure) -> dict:
     """reference.t - other.t with the percentile interval of the differences of their draws."""
     value = None if reference.t is None or other.t is None else reference.t - other.t
     with np.errstate(invalid="ignore"):
-        low, high = _interval(reference.draws - other.draws)
+        low, high = percentile_interval(reference.draws - other.draws)
     overlap = None if low is None or high is None else bool(low <= 0 <= high)
     return {"reference": reference.name, "measure": other.name, "difference": value, "low": low, "high": high,
             "zero_inside": overlap}
@@ -854,7 +860,8 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 valid: Callable | SampleJudge | None = None, samples: int = 1000, sampler_steps: int = 64,
                 steps_per_unit: float = 128.0, recovery_steps_per_unit: float = 32.0, seed: int = 0,
                 batch_size: int = 500, device: str | torch.device = "cpu", resamples: int = BOOTSTRAP,
-                skipped: Mapping[str, str] | None = None, cmi_run: Mapping | None = None) -> Concurrence:
+                skipped: Mapping[str, str] | None = None, cmi_run: Mapping | None = None,
+                conditioning: ConditioningWindow | None = None) -> Concurrence:
     """Every symmetry-breaking and nonlocality measure on the grid ``ts`` (see the module's docstring).
 
     ``local``: {radius: denoiser} (radii >= 1); ``images`` / ``labels`` / ``classify`` / ``classes``: the test
@@ -863,7 +870,8 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
     ``cmi_run`` is given); ``valid``: the judge of a generated image for the sliding window, a plain
     ``images -> bools`` or a `SampleJudge` (which may add a Frechet distance; None: the window is skipped);
     ``cmi_run``: the results.json of a `phasediff cmi` run (`load_cmi_run`), whose curves give the CMI peaks
-    instead of the exact CMI; ``skipped``: reasons for what the caller could not measure (e.g. the Frechet
+    instead of the exact CMI; ``conditioning``: the conditioning-window test of a class-conditional network
+    (`conditioning.conditioning_window`, run by the caller), whose t_cond joins the t_SB rows; ``skipped``: reasons for what the caller could not measure (e.g. the Frechet
     distance), reported as they are. The denoisers must already live on ``device``."""
     start = time.perf_counter()
     ts, images = check_ts(ts), check_images(images)
@@ -892,14 +900,14 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
     spec = Speciation(
         t=ts, kept=ode[0], kept_low=ode[1], kept_high=ode[2], kept_stderr=ode[3], kept_sde=sde[0],
         kept_sde_low=sde[1], kept_sde_high=sde[2], kept_sde_stderr=sde[3], level=level,
-        t_sb=t_sb(ts, ode[0], level), t_sb_interval=_interval(draws["ode"]), t_sb_sde=t_sb(ts, sde[0], level),
-        t_sb_sde_interval=_interval(draws["sde"]),
+        t_sb=t_sb(ts, ode[0], level), t_sb_interval=percentile_interval(draws["ode"]), t_sb_sde=t_sb(ts, sde[0], level),
+        t_sb_sde_interval=percentile_interval(draws["sde"]),
         spectral_t=_spectral_time(gmm2_top_eigenvalue(model)) if exact else empirical,
         spectral_t_empirical=empirical, n=n, classes=classes,
         steps=[recovery_steps(t, steps_per_unit, None) for t in ts], seconds=time.perf_counter() - start,
         exact=reference)
     for name, value, key in (("ode", spec.t_sb, "t_sb"), ("sde", spec.t_sb_sde, "t_sb_sde")):
-        low, high = _interval(draws[name])
+        low, high = percentile_interval(draws[name])
         measures.append(Measure("sb", f"forward-backward {name.upper()}", value, low, high,
                                 f"P(kept) = {level:g} crossing ({METHODS[name]}), bootstrap over images", None,
                                 reference[key] if exact else None, False, draws[name]))
@@ -909,10 +917,12 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                                 "sqrt(Lambda) / (1 + sqrt(Lambda)), Lambda = sigma^2 + mu^2 n", None, value, False,
                                 np.full(resamples, value)))
     spectral = _spectral_draws(images, weights)
-    low, high = _interval(spectral)
+    low, high = percentile_interval(spectral)
     measures.append(Measure("sb", "spectral t_S (empirical covariance)", empirical, low, high,
                             "top eigenvalue of the test images' covariance, bootstrap over images", None,
                             spec.spectral_t if exact else None, False, spectral))
+    if conditioning is not None:
+        measures += conditioning.measures
 
     # (b) nonlocality: gap and recovery on the same noised test images
     per_gap = gap_per_image(global_denoiser, local, images, ts, seed, batch_size, device)
@@ -946,8 +956,8 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
         first = lambda y: crossings(ts, y, DEFAULT_LEVEL)
         span = first(mse)
         threshold_draws = np.array([np.inf if (c := first(col)) is None else c[0]
-                                    for col in _resampled(per_rec[:, j], weights).T])
-        low, high = _interval(threshold_draws)
+                                    for col in resampled_means(per_rec[:, j], weights).T])
+        low, high = percentile_interval(threshold_draws)
         measures.append(Measure("nl" if key != "global" else "ref", f"recovery MSE = {DEFAULT_LEVEL:g} threshold, "
                                 + ("global" if key == "global" else f"r = {key}"), None if span is None else span[0],
                                 low, high, "first T_f where the recovery MSE exceeds the level, bootstrap over images",
@@ -1021,9 +1031,9 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 centres = np.round(np.asarray(starts) + w / 2, 10)
                 accuracy = correct.mean(1)
                 low, high = wilson_interval(correct.sum(1), samples)
-                resampled = _resampled(correct.astype(float), gen_weights)
-                centre_draws = np.array([_window_centre(centres, resampled[:, b]) for b in range(resamples)])
-                span = _window_span(centres, accuracy)
+                resampled = resampled_means(correct.astype(float), gen_weights)
+                centre_draws = np.array([window_centre(centres, resampled[:, b]) for b in range(resamples)])
+                span = window_span(centres, accuracy)
                 value = None if span is None else (span[0] + span[1]) / 2
                 best = int(np.argmax(accuracy))
                 key = f"r={r},w={w:g}"
@@ -1037,11 +1047,11 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                     a_low, a_high = wilson_interval(np.array([k]), samples)
                     entry[name] = {"accuracy": k / samples, "low": float(a_low[0]), "high": float(a_high[0])}
                 sliding[key] = entry
-                lo, hi = _interval(centre_draws)
+                lo, hi = percentile_interval(centre_draws)
                 measures.append(Measure("nl", f"sliding window centre, w = {w:g}, r = {r}", value, lo, hi,
                                         "midpoint of the span of window centres with accuracy above halfway between "
                                         f"the worst and the best window (best >= {MIN_ACCURACY:g}), bootstrap over "
-                                        "samples", r, None, _at_edge(span, centres), centre_draws))
+                                        "samples", r, None, at_edge(span, centres), centre_draws))
                 if judge.features is None:
                     continue
                 sets = [s.features for s in scored] + [all_global.features, all_local.features]
@@ -1055,12 +1065,12 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 entry["all_global"].update(scores[-2])
                 entry["all_local"].update(scores[-1])
                 entry.update(fd_span=None if fd_span is None else list(fd_span), fd_t_nl=fd_value)
-                lo, hi = _interval(fd_centres)
+                lo, hi = percentile_interval(fd_centres)
                 measures.append(Measure("nl", f"sliding window centre by FD, w = {w:g}, r = {r}", fd_value, lo, hi,
                                         "midpoint of the span of window centres whose plug-in Frechet distance (judge "
                                         "features) lies below halfway, in log FD, between the best and the worst "
                                         "window (the best at least halfway from all-local to all-global), bootstrap "
-                                        "over samples", r, None, _at_edge(fd_span, centres), fd_centres))
+                                        "over samples", r, None, at_edge(fd_span, centres), fd_centres))
         if judge.features is None:
             skipped.setdefault("sliding window FD", "no judge network for this data")
 
@@ -1071,10 +1081,12 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 "window_step": window_step, "resamples": resamples, "seed": seed, "class_alpha": CLASS_ALPHA,
                 "min_accuracy": MIN_ACCURACY, "model": None if model is None else model.describe(),
                 "sliding_judge": None if judge is None else judge.description,
-                "cmi_run": None if cmi_run is None else {key: cmi_run.get(key) for key in CMI_RUN_FIELDS}}
+                "cmi_run": None if cmi_run is None else {key: cmi_run.get(key) for key in CMI_RUN_FIELDS},
+                "conditioning": None if conditioning is None else conditioning.settings}
     return Concurrence(t=ts, radii=radii, patches=patches, speciation=spec, gap=gap, recovery=recovery, cmi=cmi,
                        sliding=sliding, measures=measures, differences=differences, settings=settings,
-                       skipped=skipped, seconds=time.perf_counter() - start)
+                       skipped=skipped, seconds=time.perf_counter() - start,
+                       conditioning={} if conditioning is None else conditioning.entries)
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -1134,6 +1146,13 @@ def concurrence_table(result: Concurrence | dict) -> str:
                      for name in ("all_global", "all_local") if name in entry]
             rows.append(f"  r = {entry['radius']}, w = {entry['width']:g}: " + "; ".join(cells)
                         + (f" | {'; '.join(alone)}" if alone else ""))
+    if data.get("conditioning"):
+        rows += ["", "conditioning window: class accuracy per label-window centre; the label everywhere / nowhere "
+                 "at the right"]
+        for entry in data["conditioning"].values():
+            cells = [f"{c:.2f}: {a:.3f}" for c, a in zip(entry["centres"], entry["accuracy"])]
+            rows.append(f"  w = {entry['width']:g}: " + "; ".join(cells) + f" | everywhere "
+                        f"{entry['label_everywhere']['accuracy']:.3f}; nowhere {entry['label_nowhere']['accuracy']:.3f}")
     for key, reason in data["skipped"].items():
         rows.append(f"skipped: {key}: {reason}")
     s = data["settings"]

@@ -123,6 +123,20 @@ def _panel_sliding(ax, data) -> None:
                  fontsize=9)
 
 
+def _panel_conditioning(ax, data) -> None:
+    for i, entry in enumerate(data["conditioning"].values()):
+        c = np.asarray(entry["centres"])
+        ax.plot(c, entry["accuracy"], "D-", ms=3, color=f"C{i + 4}", label=f"label in [a, a + {entry['width']:g}]")
+        ax.fill_between(c, entry["low"], entry["high"], color=f"C{i + 4}", alpha=0.2, lw=0)
+    first = next(iter(data["conditioning"].values()))
+    ax.axhline(first["label_everywhere"]["accuracy"], color="k", lw=0.8, ls="--", label="label at every t")
+    ax.axhline(first["label_nowhere"]["accuracy"], color="0.5", lw=0.8, ls=":", label="no label (chance)")
+    ax.set_ylabel("class accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("conditioning window: the label (guided) only in [a, a + w]; x = window centre; Wilson 95% bands",
+                 fontsize=9)
+
+
 def _panel_sliding_fd(ax, data) -> None:
     for i, entry in enumerate(data["sliding"].values()):
         if "fd" not in entry:
@@ -162,10 +176,11 @@ def _panel_times(ax, data) -> None:
 
 
 def concurrence_figure(data: dict, path: Path, title: str | None = None) -> Path:
-    """Stacked panels on one t axis, logit-scaled (symmetry breaking, locality gap, recovery excess, CMI, sliding
-    window, transition times), each curve divided by its maximum (the sliding window's accuracy as it is), with its
+    """Stacked panels on one t axis, logit-scaled (symmetry breaking, conditioning window, locality gap, recovery
+    excess, CMI, sliding window, transition times), each curve divided by its maximum (the sliding window's accuracy as it is), with its
     95% band; the forward-backward t_SB and its interval are drawn on every panel."""
-    panels = [_panel_speciation, _panel_gap, _panel_recovery]
+    panels = [_panel_speciation] + ([_panel_conditioning] if data.get("conditioning") else [])
+    panels += [_panel_gap, _panel_recovery]
     if data["cmi"]:
         panels.append(_panel_cmi)
     if data["sliding"]:
@@ -183,7 +198,8 @@ def concurrence_figure(data: dict, path: Path, title: str | None = None) -> Path
     _panel_times(axes[-1], data)
     axes[-1].grid(alpha=0.3)
     _sb_bands(axes, data["measures"])
-    starts = [min(data["t"])] + [min(entry["centres"]) for entry in data["sliding"].values()]
+    starts = [min(data["t"])] + [min(entry["centres"]) for key in ("sliding", "conditioning")
+                                 for entry in data.get(key, {}).values()]
     axes[-1].set_xscale("logit")  # both ends stretched: the transitions of gmm2 sit within a few hundredths of 1
     axes[-1].set_xlim(0.8 * min(starts), 1 - 0.5 * (1 - max(data["t"])))
     ticks = [t for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)

@@ -60,21 +60,25 @@ class SampleOptions:
 
 
 def sample_to_file(models: Mapping[str, object], shape: tuple[int, ...], schedule: Schedule, out: Path,
-                   options: SampleOptions, label: int | None = None, title: str = "") -> dict:
+                   options: SampleOptions, label: int | str | None = None, title: str = "") -> dict:
     """Sample the schedule's denoiser of the named ``models`` into ``out`` (.npz, images (N, C, H, W) clipped to
     [0, 1] unless ``options.clip`` is off) and a PNG grid beside it. ``label`` reaches the members written
-    NAME*S."""
+    NAME*S: one class for every sample, or "cycle" (sample i: class i mod classes)."""
     guided = [member for member in schedule.members() if "*" in member]
     if label is None and guided:
         raise PhasediffError(f"{', '.join(guided)} take the class label: pass --label")
     if label is not None and not guided:
         raise PhasediffError("--label reaches only members written NAME*S (guided; *1: conditional)")
     denoiser = schedule.build(models)
+    classes = {models[member.split("*")[0]].num_classes for member in guided}
     for member in guided:
-        classes = models[member.split("*")[0]].num_classes
-        if not 0 <= label < classes:
-            raise PhasediffError(f"label {label} is not a class of {member} (0..{classes - 1})")
-    labels = None if label is None else torch.full((options.n,), label, dtype=torch.long)
+        count = models[member.split("*")[0]].num_classes
+        if label != "cycle" and not 0 <= label < count:
+            raise PhasediffError(f"label {label} is not a class of {member} (0..{count - 1})")
+    if label == "cycle" and len(classes) != 1:
+        raise PhasediffError("label cycle needs every guided member to have the same classes")
+    labels = (None if label is None else torch.arange(options.n) % classes.pop() if label == "cycle" else
+              torch.full((options.n,), label, dtype=torch.long))
     start = time.perf_counter()
     with autocast(options.precision, torch.device(options.device).type):
         images = sample(denoiser, options.n, shape, steps=options.steps, method=options.method, seed=options.seed,

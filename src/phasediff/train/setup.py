@@ -94,16 +94,29 @@ def is_periodic(data) -> bool:
 
 def _initialise(net, checkpoint, info: dict) -> dict:
     """Load the weights of ``checkpoint`` (same architecture, sidecar ``info``) into ``net``; what the new
-    sidecar records of it."""
+    sidecar records of it. An unconditional checkpoint may start a conditional network of otherwise the same
+    architecture: its class embedding starts at zero, so the new network begins as the old one, E[label] = 0."""
     import json
 
     from phasediff.denoisers.checkpoint import load
 
-    if json.dumps(info["model"], sort_keys=True) != json.dumps(net.config(), sort_keys=True):
+    config, wanted = dict(info["model"]), net.config()
+    adds_classes = config.get("num_classes") is None and wanted.get("num_classes") is not None
+    if adds_classes:
+        config.update(num_classes=wanted["num_classes"], label_dropout=wanted["label_dropout"])
+    if json.dumps(config, sort_keys=True) != json.dumps(wanted, sort_keys=True):
         raise PhasediffError(f"{checkpoint} holds another architecture than the one requested")
-    net.load_state_dict(load(checkpoint).state_dict())
+    missing, unexpected = net.load_state_dict(load(checkpoint).state_dict(), strict=not adds_classes)
+    if adds_classes:
+        classes = [name for name, _ in net.named_parameters() if ".classes." in f".{name}"]
+        if unexpected or sorted(missing) != sorted(classes):
+            raise PhasediffError(f"{checkpoint}: weights do not fit the conditional network ({missing + unexpected})")
+        with torch.no_grad():
+            for name in classes:
+                net.get_parameter(name).zero_()
     before = info.get("init", {}).get("steps_before", 0) + int(info.get("step") or 0)
-    return {"checkpoint": str(checkpoint), "weights_sha256": info["weights_sha256"], "steps_before": before}
+    recorded = {"checkpoint": str(checkpoint), "weights_sha256": info["weights_sha256"], "steps_before": before}
+    return recorded | ({"added": "class embedding, zero at the start"} if adds_classes else {})
 
 
 def _check_options(args: TrainOptions) -> None:
