@@ -1,12 +1,12 @@
 """The paper's MNIST heatmap with the neural estimator: I_t(A:C|B_r) for t = 0, 0.1, ..., 1 and r = 1..12,
-A = the centre pixel of the 27 x 27 crop, from one amortised network trained from scratch (no cache).
+A = the centre pixel of the 27 x 27 crop, trained from scratch (no cache), in `phasediff cmi`'s default mode.
 
     python benchmarks/neural_cmi_mnist.py [--spec mnist:crop=27] [--epochs 4] [--budget S] [--threads N]
-        [--t 0.1,0.2] [--specialise STEPS [--chain]] [--precision fp32|bf16|auto]
+        [--t 0.1,0.2] [--specialise STEPS] [--no-chain] [--precision fp32|bf16|auto]
 
-With --specialise the validated mode is timed: a copy of the network trained further at each t (chained
-from the largest t below 1 down with --chain; t = 1, pure noise, keeps the amortised network;
-benchmarks/neural_cmi_validation.py measures its accuracy).
+By default the validated mode is timed: a copy of the network trained further at each t, chained from the
+largest t below 1 down (t = 1, pure noise, keeps the amortised network; benchmarks/neural_cmi_validation.py
+measures its accuracy); --specialise 0 times the amortised network alone.
 
 Prints JSON: wall seconds (training and evaluation), the median half-width of the 95% intervals, the
 table with its standard errors and intervals, and the training history summary.
@@ -23,7 +23,7 @@ import torch
 
 from phasediff.data.registry import load_dataset
 from phasediff.info.cmi import measure_cmi
-from phasediff.info.neural import settings_with
+from phasediff.info.neural import VALIDATED_SPECIALISE, settings_with
 from phasediff.precision import PRECISIONS, resolve_precision
 
 TIMES = [round(0.1 * k, 1) for k in range(11)]
@@ -38,9 +38,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--t", default=",".join(map(str, TIMES)), help="comma-separated times")
-    parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
-    parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
+    parser.add_argument("--specialise", type=int, default=VALIDATED_SPECIALISE, help="steps of further training "
+                        f"at each t alone (default {VALIDATED_SPECIALISE}, `phasediff cmi`'s; 0: amortised only)")
+    parser.add_argument("--chain", action=argparse.BooleanOptionalAction, default=True,
+                        help="specialise from the largest t down, chained (default: on, as `phasediff cmi`)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the training passes (default "
+                        "auto, as `phasediff cmi`)")
     args = parser.parse_args()
     args.precision = resolve_precision(args.precision)
     torch.set_num_threads(args.threads)

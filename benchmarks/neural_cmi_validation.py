@@ -32,7 +32,7 @@ import numpy as np
 from phasediff.data.registry import load_dataset, load_model
 from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.exact import exact_entropies
-from phasediff.info.neural import held_out_draw, settings_with
+from phasediff.info.neural import VALIDATED_SPECIALISE, held_out_draw, settings_with
 from phasediff.info.neural_net import NetConfig
 from phasediff.info.neural_train import TRAIN_NODES
 from phasediff.precision import PRECISIONS, resolve_precision
@@ -135,9 +135,12 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=40_000, help="Monte Carlo samples of the exact gmm value")
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
-    parser.add_argument("--specialise", type=int, default=0, help="steps of further training at each t alone")
-    parser.add_argument("--chain", action="store_true", help="specialise from the largest t down, chained")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the training passes")
+    parser.add_argument("--specialise", type=int, default=VALIDATED_SPECIALISE, help="steps of further training "
+                        f"at each t alone (default {VALIDATED_SPECIALISE}, `phasediff cmi`'s; 0: amortised only)")
+    parser.add_argument("--chain", action=argparse.BooleanOptionalAction, default=True,
+                        help="specialise from the largest t down, chained (default: on, as `phasediff cmi`)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the training passes (default "
+                        "auto, as `phasediff cmi`)")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128 or pool=1")
     parser.add_argument("--t", default=None,
                         help="times to measure (default: grf and gmm 0.1..0.9, gmm2 0.55..0.85 in steps of 0.025; "

@@ -69,7 +69,7 @@ def test_data_info_synthetic_and_file_round_trip(cli, cli_json, tmp_path):
     assert cli_json("data", "export", "grf:L=7,ell=2", "--n", "1200", "--out", path)["n"] == 1200
     with np.load(path) as saved:
         assert saved["images"].shape == (1200, 1, 7, 7)
-    result = cli_json("cmi", path, "--t", "0.5", "--r", "1")
+    result = cli_json("cmi", path, "--estimator", "gaussian", "--t", "0.5", "--r", "1")
     assert "samples.npz" in result["dataset"] and result["stderr"] is not None
 
 

@@ -176,17 +176,17 @@ def test_sample_command_with_a_hybrid(cli_json, checkpoints, tmp_path):
                        "0.25:0.5", "--n", "6", "--steps", "4", "--out", out)
     assert summary["schedule"] == "0.25:0.5=global,local" and summary["evaluations"] == {"global": 12, "local": 12}
     assert np.load(out)["images"].shape == (6, 1, 8, 8) and out.with_suffix(".png").exists()
-    auto = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window",
-                    "auto", "--tolerance", "0", "--n", "3", "--steps", "4", "--out", tmp_path / "a.npz")
-    assert auto["schedule"] == "0.25:1=global,local"  # tolerance 0: the global model runs wherever the two differ
     cheap = cli_json("sample", "--model", checkpoints / "global", "--local", checkpoints / "wiener-local",
-                     "--window", "auto", "--n", "3", "--steps", "4", "--out", tmp_path / "w.npz")
-    assert sum(cheap["evaluations"].values()) == 12 and np.load(tmp_path / "w.npz")["images"].shape == (3, 1, 8, 8)
+                     "--window", "auto", "--judge", checkpoints / "judge", "--plan-n", "16", "--plan-cache",
+                     tmp_path / "cache", "--n", "3", "--steps", "10", "--out", tmp_path / "w.npz")
+    assert cheap["schedule"] == cheap["auto"]["schedule"] and sum(cheap["evaluations"].values()) == 30
+    assert np.load(tmp_path / "w.npz")["images"].shape == (3, 1, 8, 8)
 
 
 @pytest.mark.parametrize("extra", [["--window", "0.5:0.2"], ["--window", "auto"], ["--local", "LOCAL"],
                                    ["--local", "GLOBAL", "--window", "all"], ["--window", "auto", "--local", "LOCAL",
-                                                                              "--tolerance", "-1"]])
+                                                                              "--budget", "0.5"],
+                                   ["--window", "0.2:0.5", "--budget", "1.2"]])
 def test_sample_command_refuses_bad_hybrids(cli, checkpoints, tmp_path, extra):
     extra = [str(checkpoints / "local") if e == "LOCAL" else str(checkpoints / "global") if e == "GLOBAL" else e
              for e in extra]
@@ -209,31 +209,44 @@ def test_judge_command(cli_json, checkpoints, tmp_path):
     assert 0 <= report["memorised_fraction"] <= 1
 
 
-def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path):
+@pytest.fixture(scope="module")
+def plan_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("plans")
+
+
+def test_hybrid_and_sweep_commands_write_runs(cli_json, checkpoints, tmp_path, plan_cache):
     common = ["--model", checkpoints / "global", "--local", checkpoints / "local", "--judge", checkpoints / "judge",
-              "--n", "16", "--steps", "4", "--precision", "fp32"]
+              "--n", "16", "--steps", "10", "--precision", "fp32", "--plan-n", "16", "--plan-cache", plan_cache]
     summary = cli_json("hybrid", *common, "--out", tmp_path / "cmp")
     names = [s["name"] for s in summary["schedules"]]
     assert names == ["all-global", "all-local", "local-global-local [0.2, 0.5]", "global-local-global", "auto"]
-    assert {p.name for p in (tmp_path / "cmp").iterdir()} >= {"results.json", "table.md", "gap.png", "grid-0.png"}
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} >= {"results.json", "table.md", "grid-0.png"}
+    auto = summary["auto"]
+    assert summary["schedules"][-1]["schedule"] == Schedule.parse(auto["schedule"]).text()
+    assert auto["budget"] == summary["budget"] == 1.15 and auto["planned_images"] > 0 and "payback_images" in auto
+    assert "pays for itself" in (tmp_path / "cmp" / "table.md").read_text()
     sweep = cli_json("hybrid-sweep", *common, "--lows", "0,0.5", "--highs", "0.5,1", "--out", tmp_path / "sweep")
+    assert sweep["auto"]["cached"] and sweep["auto"]["planning_images"] == 0  # the same plan: read, not made
+    assert sweep["auto"]["schedule"] == auto["schedule"] and sweep["quality_bar"] == 1.15
     assert len(sweep["schedules"]) == 3 + 3 and sweep["pareto"]
     meeting = [s for s in sweep["schedules"] if s["frechet_ratio"]["ratio"] <= sweep["quality_bar"]]
     assert sweep["fastest_meeting_bar"] == min(meeting, key=lambda s: s["seconds"])["name"]
     assert sweep["fewest_flops_meeting_bar"] == min(meeting, key=lambda s: s["flops"])["name"]
     by_name = {s["name"]: s for s in sweep["schedules"]}
     assert by_name["all-global"]["frechet_ratio"]["plug_in"] == 1.0
-    assert by_name["[0, 0.5]"]["member_steps"] == {"global": 2, "local": 2}
-    assert (tmp_path / "sweep" / "pareto.png").exists() and (tmp_path / "sweep" / "gap.png").exists()
-    assert len(sweep["gap"]["times"]) == len(sweep["gap"]["gap"]) > 0
+    assert by_name["[0, 0.5]"]["member_steps"] == {"global": 5, "local": 5}
+    assert (tmp_path / "sweep" / "pareto.png").exists()
+    bar = cli_json("hybrid-sweep", *common, "--lows", "0", "--highs", "1", "--budget", "2", "--out", tmp_path / "bar")
+    assert bar["quality_bar"] == bar["auto"]["budget"] == 2.0 and not bar["auto"]["cached"]
 
 
-def test_hybrid_default_precision_follows_the_hardware(cli_json, cli, checkpoints, tmp_path, monkeypatch):
+def test_hybrid_default_precision_follows_the_hardware(cli_json, cli, checkpoints, tmp_path, monkeypatch, plan_cache):
     from phasediff import precision
 
     monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": False)
     summary = cli_json("hybrid", "--model", checkpoints / "global", "--local", checkpoints / "local", "--judge",
-                       checkpoints / "judge", "--n", "4", "--steps", "2", "--out", tmp_path / "auto")
+                       checkpoints / "judge", "--n", "4", "--steps", "10", "--plan-n", "16", "--plan-cache",
+                       plan_cache, "--out", tmp_path / "auto")
     assert summary["precision"] == "fp32"
     assert "precision: fp32" in (tmp_path / "auto" / "config.yaml").read_text()
     status, _, err = cli("sample", "--model", checkpoints / "global", "--n", "2", "--steps", "2", "--precision",
@@ -273,3 +286,23 @@ def test_diagram_command_writes_the_phase_diagram(cli_json, cli, checkpoints, tm
     status, _, err = cli("diagram", "--data", "digits", "--local", str(checkpoints / "global"), "--out",
                          tmp_path / "e", "--quiet")
     assert status == 2 and "not a local model" in err and not (tmp_path / "e").exists()
+
+
+def test_reproduce_hybrid_stage_compares_with_the_planned_schedule(checkpoints, tmp_path, monkeypatch):
+    """The reproduction's comparison stage runs `hybrid_comparison` with the planner's automatic schedule (plan
+    cache under $XDG_CACHE_HOME) and counts the planner's samples in its workload."""
+    from phasediff.reproduce.stages import Stage
+    from phasediff.reproduce.steps import hybrid as step
+    from phasediff.reproduce.views.hybrid import command
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = {"mode": "comparison", "spec": "digits", "n": 4, "steps": 10, "seed": 0, "budget": 1.15, "plan_n": 16,
+                "batch_size": 500, "precision": "fp32", "device": "cpu"}
+    stage = Stage("hybrid", "t", "q", settings, {k: checkpoints / k for k in ("global", "local", "judge")})
+    (tmp_path / "work").mkdir()
+    result = step.run(stage, None, tmp_path / "work")
+    auto = result["hybrid"]["auto"]
+    assert "auto" in {s["name"] for s in result["hybrid"]["schedules"]} and not auto["cached"]
+    assert auto["planning_images"] > 0 and list((tmp_path / "cache" / "phasediff" / "plans").glob("*.json"))
+    assert step.workload(stage)["evaluations"]["global"] >= step.PLANNED_SCHEDULES * 16 * 10
+    assert "--budget 1.15 --plan-n 16" in command(stage) and "--tolerance" not in command(stage)

@@ -11,6 +11,7 @@ from scipy import integrate
 
 from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
+from phasediff.precision import resolve_precision
 from phasediff.info import neural as neural_estimator
 from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.gaussian import gaussian_cmi_grid
@@ -176,10 +177,59 @@ def test_cli_json_has_stderr(cli_json, tmp_path):
     cov = line_covariance()
     np.savez(path, images=(rng.standard_normal((1500, 7)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 1, 7))
     out = cli_json("cmi", path, "--estimator", "neural", "--t", "0.3", "--r", "1", "--site", "0,3",
-                   "--epochs", "2", "--cache", "none")
+                   "--epochs", "2", "--specialise", "0", "--cache", "none")
     assert out["estimator"] == "neural"
     assert len(out["stderr"]) == 1 and out["stderr"][0][0] > 0
     assert out["details"]["interval"].startswith("percentile bootstrap")
+
+
+def test_default_estimator_is_exact_or_the_validated_neural_mode(cli_json, tmp_path):
+    """No --estimator: exact where the model has it, else neural, whose default is the validated mode (5,000
+    specialisation steps per t, chained, training precision resolved for the machine)."""
+    from phasediff.cli import _neural_settings, build_parser
+    from phasediff.info.neural import VALIDATED_SPECIALISE
+
+    assert cli_json("cmi", "grf:L=9,ell=2", "--t", "0.5", "--r", "1")["estimator"] == "exact"
+    path = tmp_path / "line.npz"
+    np.savez(path, images=np.random.default_rng(0).standard_normal((600, 1, 1, 7)))
+    out = cli_json("cmi", path, "--t", "0.3", "--r", "1", "--site", "0,3", "--epochs", "1", "--specialise", "0",
+                   "--cache", "none")
+    assert out["estimator"] == "neural" and out["details"]["specialised"] == []
+    train = _neural_settings(build_parser().parse_args(["cmi", "digits"])).train
+    assert (train.specialise, train.specialise_chain, train.precision) == (VALIDATED_SPECIALISE, True,
+                                                                            resolve_precision("auto"))
+    train = _neural_settings(build_parser().parse_args(["cmi", "digits", "--no-specialise-chain"])).train
+    assert train.specialise == VALIDATED_SPECIALISE and not train.specialise_chain
+    assert not _neural_settings(build_parser().parse_args(["cmi", "digits", "--specialise", "0"])).train.specialise_chain
+
+
+def test_committed_networks_serve_without_training(tmp_path, monkeypatch):
+    """A chained run's networks, saved in the committed layout (DATA/cmi/), serve a later run with no cache at
+    any t of that run, alone or in another grid, without training; its link at t serves whatever chain led there."""
+    cov = line_covariance()
+    rng = np.random.default_rng(3)
+    images = (rng.standard_normal((1500, 7)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 1, 7).astype(np.float32)
+    data = Dataset(images, None, "line")
+    base = dict(epochs=1, test=500, val=200, net=NetConfig(width=16), components=2, specialise=20,
+                specialise_chain=True)
+    first = measure_cmi(data, [0.3, 0.6], [1], estimator="neural", site=(0, 3),
+                        neural=settings_with(**base, cache=tmp_path / "cache"))
+    settings = settings_with(**base, cache=tmp_path / "cache")
+    written = neural_estimator.save_networks(first.details, settings, tmp_path / "root" / "line" / "cmi")
+    assert len(written) == 6 and all(path.is_file() for path in written)  # amortised + 2 links, weights + sidecar
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a committed network was trained again")
+
+    monkeypatch.setattr(neural_estimator, "train", no_training)
+    alone = measure_cmi(data, [0.3], [1], estimator="neural", site=(0, 3),
+                        neural=settings_with(**base, committed=tmp_path / "root"))
+    (link,) = alone.details["specialised"]
+    assert alone.details["committed"] and link["committed"] and link["after"] == first.details["specialised"][0]["after"]
+    np.testing.assert_allclose(alone.cmi[0], first.cmi[0])
+    with pytest.raises(AssertionError, match="trained again"):  # a t that was not committed is trained
+        measure_cmi(data, [0.45], [1], estimator="neural", site=(0, 3),
+                    neural=settings_with(**base, committed=tmp_path / "root"))
 
 
 def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
@@ -307,8 +357,6 @@ def test_cli_rejects_bad_specialisation_and_pooling(cli, tmp_path):
     np.savez(path, images=np.random.default_rng(0).standard_normal((300, 1, 1, 7)))
     status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise", "-1", "--quiet")
     assert status == 2 and "--specialise must be >= 0" in err
-    status, _, err = cli("cmi", path, "--estimator", "neural", "--specialise-chain", "--quiet")
-    assert status == 2 and "--specialise-chain needs --specialise" in err
     status, _, err = cli("cmi", path, "--estimator", "neural", "--pool", "-1", "--quiet")
     assert status == 2 and "--pool must be >= 0" in err
     status, _, err = cli("cmi", path, "--estimator", "neural", "--pool", "2", "--epochs", "1", "--r", "1", "--quiet")

@@ -275,3 +275,61 @@ def test_plan_command_needs_two_models(cli, checkpoints, tmp_path):
     status, _, err = cli("plan", "--model", f"global={checkpoints / 'global'}", "--judge", checkpoints / "judge",
                          "--cache", tmp_path)
     assert status == 2 and "at least one other" in err and len(err.strip().splitlines()) == 1
+
+
+def _auto_args(checkpoints, cache, out, *extra):
+    return ["sample", "--model", checkpoints / "global", "--local", checkpoints / "local", "--window", "auto",
+            "--judge", checkpoints / "judge", "--steps", "10", "--plan-n", "16", "--plan-cache", cache, "--n", "8",
+            "--precision", "fp32", "--out", out, *extra]
+
+
+def test_window_auto_is_the_plan_and_a_second_call_reads_it(cli_json, cli, checkpoints, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = cli_json(*_auto_args(checkpoints, cache, tmp_path / "a.npz"))
+    auto = first["auto"]
+    assert first["schedule"] == auto["schedule"] and not auto["cached"]
+    assert auto["planning_seconds"] == auto["planned_seconds"] > 0
+    assert auto["planning_images"] == auto["planned_images"] > 0
+    assert auto["payback_images"] is None or auto["payback_images"] > 0
+    # `phasediff plan` of the same models, steps, sampler and budget: the same schedule, under the same key
+    fresh = cli_json(*_plan_args(checkpoints, tmp_path / "fresh"))
+    assert fresh["schedule"] == auto["schedule"] and fresh["key"] == auto["key"] and not fresh["cached"]
+    assert fresh["images_sampled"] == auto["planned_images"]
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("a cached plan samples nothing")
+
+    monkeypatch.setattr(planner, "run_schedule", no_sampling)
+    second = cli_json(*_auto_args(checkpoints, cache, tmp_path / "b.npz"))["auto"]
+    assert second["cached"] and second["planning_seconds"] == 0 and second["planning_images"] == 0
+    assert {k: second[k] for k in ("schedule", "key", "planned_seconds", "planned_images", "payback_images")} == \
+        {k: auto[k] for k in ("schedule", "key", "planned_seconds", "planned_images", "payback_images")}
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
+    shared = cli_json(*_plan_args(checkpoints, cache))  # `phasediff plan` reads the plan that sample made
+    assert shared["cached"] and shared["key"] == auto["key"]
+    status, out, _ = cli(*_auto_args(checkpoints, cache, tmp_path / "c.npz", "--quiet"))
+    assert status == 0 and "from the plan cache" in out and "pays for itself" in out
+    monkeypatch.undo()
+    other = cli_json(*_auto_args(checkpoints, cache, tmp_path / "d.npz", "--budget", "1.5"))["auto"]
+    assert other["key"] != auto["key"] and not other["cached"] and other["budget"] == 1.5
+
+
+def test_the_pay_off_of_a_plan_that_saves_nothing_is_never():
+    from phasediff.report.hybrid import AutoSchedule
+
+    auto = AutoSchedule(schedule="global", budget=1.15, fd_ratio=1.0, speedup_flops=1.0, speedup_wall=1.0,
+                        cached=False, key="k", planning_seconds=2.0, planning_images=100, planned_seconds=2.0,
+                        planned_images=100, payback_images=None)
+    assert "pays for itself never" in auto.text() and auto.global_windows() == [(0.0, 1.0)]
+    paid = AutoSchedule(**{**auto.to_dict(), "schedule": "0:0.3=local,0.3:1=global", "payback_images": 1234.2,
+                           "cached": True, "planning_seconds": 0.0, "planning_images": 0})
+    assert "after 1,235 samples" in paid.text() and "from the plan cache" in paid.text()
+    assert paid.global_windows() == [(0.3, 1.0)]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--budget", "0.9"], "--budget"), (["--budget", "nan"], "--budget"), (["--plan-n", "1"], "--plan-n")])
+def test_window_auto_refuses_bad_settings_in_one_line(cli, checkpoints, tmp_path, extra, match):
+    status, out, err = cli(*_auto_args(checkpoints, tmp_path / "cache", tmp_path / "x.npz", "--quiet", *extra))
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and match in err
+    assert list(tmp_path.iterdir()) == []

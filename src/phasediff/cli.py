@@ -90,11 +90,13 @@ def _add_cmi(commands) -> None:
                               "pixel (or K x K patch) at --site, B_r the ring of Chebyshev radius 1..r around it, C "
                               "the rest.")
     _data_args(cmi)
-    cmi.add_argument("--estimator", default="gaussian", choices=("exact", "gaussian", "neural", "mine"),
-                     help="exact: closed form of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a "
-                     "standard error (gmm); gaussian: log-det formula on the empirical covariance + ridge I, "
-                     "jackknife standard errors (default); neural: difference of held-out cross-entropies of one "
-                     "network for every t and r, paired standard errors and bootstrap intervals; mine: "
+    cmi.add_argument("--estimator", default="auto", choices=("auto", "exact", "gaussian", "neural", "mine"),
+                     help="auto (default): exact where the data's model has it, neural otherwise; exact: closed form "
+                     "of a synthetic model (grf, gmrf, gmm2) or Monte Carlo with a standard error (gmm); neural: "
+                     "difference of held-out cross-entropies of a network, paired standard errors and bootstrap "
+                     "intervals, by default in the validated mode (see --specialise); gaussian: log-det formula on "
+                     "the empirical covariance + ridge I, jackknife standard errors: seconds, but blind to "
+                     "non-Gaussian structure (on MNIST its peak sits at t = 0, r = 1, docs/cmi-study.md); mine: "
                      "Donsker-Varadhan bounds of I(A:BC) - I(A:B_r), see --mine-protocol")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
     cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
@@ -111,22 +113,27 @@ def _add_cmi(commands) -> None:
     neural.add_argument("--epochs", type=float, default=None, help="training epochs (default 12)")
     neural.add_argument("--budget", type=float, default=None, help="stop training after this many seconds")
     neural.add_argument("--specialise", type=int, default=None, help="after the amortised training, train a "
-                        "copy of the network at each t alone for this many steps (dearer, closer to exact; default "
-                        "0; validated: 5000 with --specialise-chain)")
-    neural.add_argument("--specialise-chain", action="store_true", help="specialise from the largest t down, "
-                        "each copy starting from the previous one (the low t inherit every specialisation above); a "
-                        "copy that ends no better than the amortised network at its t, or that memorises the "
-                        "training images, is retrained from it and replaced unless the retrained one validates "
-                        "worse")
+                        "copy of the network at each t alone for this many steps (default: the validated mode's "
+                        "5000, with the chain; 6-17 minutes per t on a 2-core CPU); 0: the amortised network alone, minutes for a whole grid but low by up to 2x at "
+                        "r <= 2, t <= 0.5 on the MNIST-fitted mixture (docs/cmi-study.md)")
+    neural.add_argument("--specialise-chain", action=argparse.BooleanOptionalAction, default=True,
+                        help="specialise from the largest t down, each copy starting from the previous one (the low "
+                        "t inherit every specialisation above); a copy that ends no better than the amortised "
+                        "network at its t, or that memorises the training images, is retrained from it and replaced "
+                        "unless the retrained one validates worse (default: on)")
     neural.add_argument("--pool", type=int, default=0, help="also train on every site within K pixels of A "
                         "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
-    neural.add_argument("--train-precision", default=None, choices=PRECISIONS,
-                        help="bf16 autocast, fp32, or auto (bf16 where the hardware has it natively) for the "
-                             "training passes (default fp32; evaluation is fp32)")
+    neural.add_argument("--train-precision", default="auto", choices=PRECISIONS,
+                        help="bf16 autocast, fp32, or auto (default: bf16 where the hardware has it natively, fp32 "
+                             "elsewhere) for the training passes; evaluation is fp32")
     neural.add_argument("--head", default="auto", choices=("auto", "categorical", "mixture"),
                         help="posterior of x_0,A over 8-bit levels or a Gaussian mixture (auto: from the data)")
     neural.add_argument("--cache", default=None, help="folder of trained networks (default: the data cache's "
-                        "neural/; 'none' to retrain every time)")
+                        "neural/; 'none' to retrain every time); the committed networks (checkpoints/DATA/cmi/) are "
+                        "read first in any case")
+    neural.add_argument("--save-networks", type=Path, default=None, help="after the run, copy the networks it used "
+                        "(the amortised one and the link kept at each t) into this folder, named as in the cache: "
+                        "how checkpoints/DATA/cmi/ is made")
     mine = cmi.add_argument_group("MINE estimator")
     mine.add_argument("--mine-protocol", default="sound", choices=("sound", "paper"),
                       help="sound (fresh noise, held-out evaluation, s.e.) or paper (one noise draw per image, "
@@ -179,8 +186,25 @@ SCHEDULE_HELP = ("which model runs at which t, e.g. '0:0.1=local,0.1:0.8=global,
                  "'0.4:0.5=g*3,g' applies the class only inside [0.4, 0.5]. Names are bound by --model NAME=PATH")
 
 
+def _auto_args(group, command: str) -> None:
+    """The options of the automatic schedule: the planner's cheapest schedule of the global and the local model
+    (`report.hybrid.auto_schedule`), cached on disk with `phasediff plan`'s plans."""
+    from phasediff.diagnostics.planner import DEFAULT_BETA, PlanOptions
+
+    what = "--window auto" if command == "sample" else "the automatic schedule"
+    bar = " and the quality bar of the sweep" if command == "hybrid-sweep" else ""
+    group.add_argument("--budget", type=float, default=None, help=f"{what}: the largest paired FD ratio to "
+                       f"all-global that the planner accepts{bar} (default {DEFAULT_BETA:g}; phasediff plan --beta)")
+    group.add_argument("--plan-n", type=int, default=None, help=f"{what}: images per schedule that the planner "
+                       f"samples when the plan is not cached (default {PlanOptions.n}; phasediff plan --n)")
+    group.add_argument("--plan-cache", type=Path, default=None, help=f"{what}: plan cache folder, shared with "
+                       "phasediff plan (default $XDG_CACHE_HOME/phasediff/plans, i.e. ~/.cache/phasediff/plans)")
+    if command == "sample":
+        group.add_argument("--judge", type=Path, default=None, help="--window auto: classifier checkpoint that "
+                           "judges the planner's samples (default: the committed one of the global model's data)")
+
+
 def _add_sample(commands) -> None:
-    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
     from phasediff.sampling import SAMPLERS
 
     sample = commands.add_parser("sample", parents=[_common(device=True)], help="draw samples from a trained "
@@ -199,11 +223,12 @@ def _add_sample(commands) -> None:
     hybrid = sample.add_argument_group("hybrid and schedules")
     hybrid.add_argument("--local", type=Path, default=None, help="local checkpoint: sample a hybrid that runs "
                         "the --model inside --window and this one outside it")
-    hybrid.add_argument("--window", default=None, help="global window(s): auto (from the measured locality "
-                        "gap), A:B, A:B,C:D, all or none")
-    hybrid.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
-                        f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
+    hybrid.add_argument("--window", default=None, help="global window(s): A:B, A:B,C:D, all, none, or auto: the "
+                        "planner's cheapest schedule of the two models within --budget, read from the plan cache when "
+                        "it is there (phasediff plan --model global=MODEL --model local=LOCAL with the same settings "
+                        "shares it)")
     hybrid.add_argument("--schedule", default=None, help=SCHEDULE_HELP)
+    _auto_args(hybrid, "sample")
     _precision_arg(sample, "fp32")
 
 
@@ -249,8 +274,6 @@ def _add_diagram(commands) -> None:
 
 
 def _add_hybrid(commands, name: str, text: str) -> None:
-    from phasediff.diagnostics.window import DEFAULT_TOLERANCE
-
     sub = commands.add_parser(name, parents=[_common(device=True)], help=text)
     sub.add_argument("--model", required=True, type=Path, help="global checkpoint")
     sub.add_argument("--local", required=True, type=Path, help="local checkpoint")
@@ -259,8 +282,7 @@ def _add_hybrid(commands, name: str, text: str) -> None:
     sub.add_argument("--batch-size", type=int, default=500)
     sub.add_argument("--data", default=None, help="reference dataset (default: the global model's)")
     sub.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
-    sub.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="auto window: the locality gap "
-                     f"(per-pixel MSE) above which the global model runs (default {DEFAULT_TOLERANCE:g})")
+    _auto_args(sub, name)
     _precision_arg(sub, "auto")
     sub.add_argument("--out", type=Path, required=True, help="run directory")
     sub.add_argument("--force", action="store_true", help="replace a finished run in --out")
@@ -436,8 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_data, _add_cmi, _add_study, _add_train, _add_sample, _add_convert, _add_judge, _add_diagram,
                 _add_phases, _add_speciation, _add_concurrence, _add_reproduce, _add_plan):
         add(commands)
-    _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic window, judged and timed")
-    _add_hybrid(commands, "hybrid-sweep", "a grid of global windows: the speed / quality Pareto front")
+    _add_hybrid(commands, "hybrid", "the paper's hybrid schedules and the automatic one (the planner's), judged "
+                "and timed")
+    _add_hybrid(commands, "hybrid-sweep", "a grid of global windows, the exhaustive reference for the automatic "
+                "schedule: the speed / quality Pareto front")
     return parser
 
 
@@ -525,23 +549,23 @@ def _mine_settings(args):
 def _neural_settings(args):
     """NeuralSettings from the neural options of ``cmi``."""
     from phasediff.data.mnist import cache_dir
-    from phasediff.info.neural import settings_with
+    from phasediff.info.neural import VALIDATED_SPECIALISE, committed_root, settings_with
     from phasediff.info.neural_net import NetConfig
 
     for name in ("epochs", "budget"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise PhasediffError(f"--{name} must be > 0, got {value}")
-    if args.specialise is not None and args.specialise < 0:
-        raise PhasediffError(f"--specialise must be >= 0, got {args.specialise}")
-    if args.specialise_chain and not args.specialise:
-        raise PhasediffError("--specialise-chain needs --specialise STEPS > 0")
+    specialise = VALIDATED_SPECIALISE if args.specialise is None else args.specialise
+    if specialise < 0:
+        raise PhasediffError(f"--specialise must be >= 0, got {specialise}")
     if args.pool < 0:
         raise PhasediffError(f"--pool must be >= 0, got {args.pool}")
     cache = cache_dir() / "neural" if args.cache is None else None if args.cache == "none" else Path(args.cache)
-    return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache,
-                         specialise=args.specialise, specialise_chain=args.specialise_chain or None,
-                         precision=args.train_precision, device=resolve_device(args.device),
+    device = resolve_device(args.device)
+    return settings_with(head=args.head, epochs=args.epochs, budget=args.budget, cache=cache, committed=committed_root(),
+                         specialise=specialise, specialise_chain=bool(specialise and args.specialise_chain),
+                         precision=resolve_precision(args.train_precision, device.split(":")[0]), device=device,
                          net=NetConfig(pool=args.pool) if args.pool else None)
 
 
@@ -562,11 +586,26 @@ def cmd_cmi(args) -> None:
         raise PhasediffError(f"--delta must be > 0, got {args.delta}")
     if args.out is not None:
         check_run_dir(args.out, args.force)
+    if args.estimator == "auto":
+        from phasediff.data.registry import MODELS, is_file_spec
+        from phasediff.info.exact import has_exact_cmi
+        from phasediff.specs import parse_spec
+
+        synthetic = not is_file_spec(args.spec) and parse_spec(args.spec)[0] in MODELS
+        args.estimator = "exact" if synthetic and has_exact_cmi(load_model(args.spec)) else "neural"
+    neural = _neural_settings(args)
+    if args.save_networks is not None and (args.estimator != "neural" or neural.cache is None):
+        raise PhasediffError("--save-networks copies the neural estimator's cached networks: it needs --estimator "
+                             "neural and a cache (not --cache none)")
     # the exact estimator needs only the model, so it skips drawing a sample of images
     source = load_model(args.spec) if args.estimator == "exact" else _load(args)
     result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
-                         ridge=args.ridge, seed=args.seed, neural=_neural_settings(args), mine=_mine_settings(args))
+                         ridge=args.ridge, seed=args.seed, neural=neural, mine=_mine_settings(args))
     result.analyse(delta=args.delta, seed=args.seed)
+    if args.save_networks is not None:
+        from phasediff.info.neural import save_networks
+
+        save_networks(result.details, neural, args.save_networks)
     if args.out is not None:
         write_cmi_run(args.out, result, vars(args), force=args.force)
     _emit(args, result.to_dict(), cmi_table(result) + (f"\nwrote {args.out}" if args.out else ""))
@@ -606,11 +645,12 @@ def _named_models(entries: list[str]) -> dict[str, Path]:
     return models
 
 
-def _sample_plan(args, device: str):
-    """(models, image shape, schedule) of ``sample``: one model, a hybrid (--local, --window) or a schedule."""
-    from phasediff.denoisers.schedule import Schedule
-    from phasediff.diagnostics.window import resolve_windows
-    from phasediff.report.hybrid import load_pair
+def _sample_plan(args, device: str, auto_settings: tuple | None):
+    """(models, image shape, schedule, the automatic schedule or None) of ``sample``: one model, a hybrid
+    (--local, --window; auto: planned with ``auto_settings``, see `_auto_settings`) or a schedule."""
+    from phasediff.denoisers.schedule import Schedule, parse_windows
+    from phasediff.diagnostics.planner import PlanOptions
+    from phasediff.report.hybrid import auto_schedule, load_pair
     from phasediff.report.samples import load_models
 
     if args.guidance != 1.0 and args.label is None:
@@ -623,18 +663,48 @@ def _sample_plan(args, device: str):
             raise PhasediffError("with --schedule, write the guidance into it (NAME*S), not --guidance")
         schedule = Schedule.parse(args.schedule)
         models, shape = load_models(_named_models(args.model), device)
-        return models, shape, schedule
+        return models, shape, schedule, None
     if len(args.model) != 1:
         raise PhasediffError("several --model need a --schedule that says when each runs")
     if (args.local is None) != (args.window is None):
         raise PhasediffError("--local and --window go together")
     if args.local is None:
         models, shape = load_models({"model": Path(args.model[0])}, device)
-        return models, shape, Schedule((), "model" + labelled)
+        return models, shape, Schedule((), "model" + labelled), None
+    windows = None if auto_settings is not None else parse_windows(args.window)
     models, shape = load_pair(Path(args.model[0]), args.local, device)
-    windows = resolve_windows(args.window, models["local"], models["global"], shape, steps=args.steps,
-                              tolerance=args.tolerance, seed=args.seed)
-    return models, shape, Schedule.hybrid(windows, inside="global" + labelled)
+    if windows is not None:
+        return models, shape, Schedule.hybrid(windows, inside="global" + labelled), None
+    budget, plan_n, cache = auto_settings
+    options = PlanOptions(steps=args.steps, method=args.method, beta=budget, n=plan_n, seed=args.seed,
+                          batch_size=args.batch_size, precision=args.precision, device=device)
+    auto = auto_schedule(Path(args.model[0]), args.local, options, judge=args.judge, cache=cache)
+    planned = Schedule.parse(auto.schedule)
+    guided = {"global": "global" + labelled}  # the label reaches the global model, as with a fixed window
+    schedule = Schedule(tuple((lo, hi, guided.get(m, m)) for lo, hi, m in planned.pieces),
+                        guided.get(planned.default, planned.default))
+    return models, shape, schedule, auto
+
+
+def _is_auto(window: str | None) -> bool:
+    return window is not None and window.strip().lower() == "auto"
+
+
+def _auto_settings(args) -> tuple[float, int, Path]:
+    """(budget, images per schedule, plan cache) of the automatic schedule from --budget, --plan-n and
+    --plan-cache, checked before anything is loaded or planned."""
+    from phasediff.diagnostics.planner import DEFAULT_BETA, PlanOptions, default_cache
+
+    budget = DEFAULT_BETA if args.budget is None else args.budget
+    if not (budget >= 1.0 and budget != float("inf")):
+        raise PhasediffError(f"--budget is the largest FD ratio to all-global, a finite number >= 1; got {budget}")
+    plan_n = PlanOptions.n if args.plan_n is None else args.plan_n
+    if plan_n < 2:
+        raise PhasediffError(f"--plan-n must be >= 2 (images per schedule), got {plan_n}")
+    cache = args.plan_cache or default_cache()
+    if cache.exists() and not cache.is_dir():
+        raise PhasediffError(f"--plan-cache {cache} is not a folder")
+    return budget, plan_n, cache
 
 
 def cmd_sample(args) -> None:
@@ -642,16 +712,24 @@ def cmd_sample(args) -> None:
 
     out = check_output_file(args.out, (".npz",))
     _check_positive(args, "n", "steps", "batch_size")
-    _check_tolerance(args.tolerance)
+    given = [f"--{name.replace('_', '-')}" for name in ("budget", "plan_n", "plan_cache", "judge")
+             if getattr(args, name) is not None]
+    if given and not _is_auto(args.window):
+        raise PhasediffError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --window auto")
+    auto_settings = _auto_settings(args) if _is_auto(args.window) else None  # checked before anything is read
     device = resolve_device(args.device)
-    models, shape, schedule = _sample_plan(args, device)
+    models, shape, schedule, auto = _sample_plan(args, device, auto_settings)
     first = Path(args.model[0].partition("=")[2] or args.model[0])
     options = SampleOptions(n=args.n, steps=args.steps, method=args.method, seed=args.seed,
                             batch_size=args.batch_size, device=device, precision=args.precision, clip=clips(first))
     summary = sample_to_file(models, shape, schedule, out, options, label=args.label,
                              title=", ".join(Path(m.partition("=")[2] or m).name for m in args.model))
-    _emit(args, summary, f"wrote {summary['n']} samples to {out} and {summary['grid']} "
-          f"({summary['seconds']:.1f} s; {summary['schedule']})")
+    text = (f"wrote {summary['n']} samples to {out} and {summary['grid']} ({summary['seconds']:.1f} s; "
+            f"{summary['schedule']})")
+    if auto is not None:
+        summary["auto"] = auto.to_dict()
+        text += "\n" + auto.text()
+    _emit(args, summary, text)
 
 
 def _check_positive(args, *names: str) -> None:
@@ -714,10 +792,10 @@ def cmd_hybrid(args) -> None:
     from phasediff.rundir import check_run_dir
 
     _check_positive(args, "n", "steps", "batch_size")
-    _check_tolerance(args.tolerance)
+    budget, plan_n, cache = _auto_settings(args)
     check_run_dir(args.out, args.force)
-    common = dict(data=args.data, judge=args.judge, n=args.n, steps=args.steps, seed=args.seed,
-                  tolerance=args.tolerance, batch_size=args.batch_size, precision=args.precision,
+    common = dict(data=args.data, judge=args.judge, n=args.n, steps=args.steps, seed=args.seed, budget=budget,
+                  plan_n=plan_n, cache=cache, batch_size=args.batch_size, precision=args.precision,
                   device=resolve_device(args.device), force=args.force)
     if args.command == "hybrid":
         summary = hybrid_comparison(args.model, args.local, args.out, **common)
@@ -746,7 +824,8 @@ def cmd_plan(args) -> None:
     import time
 
     from phasediff.denoisers.checkpoint import read_info
-    from phasediff.diagnostics.planner import PlanOptions, cached, default_cache, plan_key, plan_schedule, plan_text
+    from phasediff.diagnostics.planner import (PlanOptions, cached, default_cache, plan_key, plan_schedule,
+                                               plan_settings, plan_text)
     from phasediff.report.samples import default_judge, judge_and_reference, load_models
 
     start = time.perf_counter()
@@ -767,9 +846,7 @@ def cmd_plan(args) -> None:
     if not data:
         raise PhasediffError("the checkpoints do not record their data: pass --data")
     judge_path = args.judge or default_judge(data)
-    settings = {"models": {name: [info["weights_sha256"], info["model"]] for name, info in infos.items()},
-                "reference": args.reference, "data": data, "judge": read_info(judge_path)["weights_sha256"],
-                "device": options.device.split(":")[0], **{k: v for k, v in vars(options).items() if k != "device"}}
+    settings = plan_settings(infos, args.reference, data, read_info(judge_path), options)
 
     def compute() -> dict:
         models, shape = load_models(checkpoints, options.device)

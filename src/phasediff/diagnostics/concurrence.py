@@ -100,6 +100,7 @@ from phasediff.diagnostics.speciation import (
     top_eigenvalue,
 )
 from phasediff.errors import PhasediffError
+from phasediff.info.exact import has_exact_cmi
 from phasediff.paths import add_noise, noised_variance, signal_scale
 from phasediff.progress import progress
 from phasediff.sampling import euler, sample, time_grid
@@ -594,14 +595,6 @@ class Concurrence:
 # --- the CMI of a `phasediff cmi` run -------------------------------------------------------------------------
 
 CMI_RUN_FIELDS = ("path", "estimator", "dataset", "site", "patch")
-
-
-def has_exact_cmi(model) -> bool:
-    """Whether the exact estimator serves ``model`` (`info.exact.exact_cmi`: gmm2, Gaussian fields, gmm)."""
-    from phasediff.data.fields import GaussianField
-    from phasediff.data.mixture import GaussianMixture
-
-    return isinstance(model, (TwoComponentMixture, GaussianField, GaussianMixture))
 
 
 def load_cmi_run(path) -> dict:

@@ -458,6 +458,16 @@ def default_cache() -> Path:
     return Path(root) / "phasediff" / "plans"
 
 
+def plan_settings(checkpoints: Mapping[str, Mapping], reference: str | None, data: str, judge: Mapping,
+                  options: PlanOptions) -> dict:
+    """What a plan of checkpoints depends on, the input of `plan_key`: each named model's weights digest and
+    architecture (from its sidecar), the reference (None: the most FLOPs), the reference data, the judge's
+    weights digest, the device type and the options. ``checkpoints`` and ``judge``: sidecars (`read_info`)."""
+    return {"models": {name: [info["weights_sha256"], info["model"]] for name, info in checkpoints.items()},
+            "reference": reference, "data": data, "judge": judge["weights_sha256"],
+            "device": options.device.split(":")[0], **{k: v for k, v in vars(options).items() if k != "device"}}
+
+
 def plan_key(settings: Mapping) -> str:
     """sha256 of the settings (with the planner's version) as canonical JSON."""
     text = json.dumps({"planner": PLANNER_VERSION, **settings}, sort_keys=True, default=str)

@@ -1,15 +1,17 @@
-"""Choose the hybrid sampler's global window from a measurement of the locality gap.
+"""A global window read off a measurement of the locality gap, where no judge of sample quality exists.
 
 The gap Delta(t, r) = E || D_r(x_t, t) - D_global(x_t, t) ||^2 / (C H W) is measured along the global
 sampler's own trajectories at the times of its grid; the window is where it exceeds the tolerance
 (`LocalityGap.window`, the hull of the stretches above it). Outside the window the local model's estimate of
-x_0 differs from the global one by less than the tolerance per pixel on average.
+x_0 differs from the global one by less than the tolerance per pixel on average. A per-step gap does not say
+what a step costs the final samples (docs/hybrid-study.md), so `--window auto` of `phasediff sample` and
+`phasediff hybrid` is the schedule planner's answer instead (`report.hybrid.auto_schedule`); this rule serves
+the reproduction's lattice data, which has no classifier to judge the planner's samples.
 """
 
 from __future__ import annotations
 
 from phasediff.denoisers.compose import Window
-from phasediff.denoisers.schedule import parse_windows
 from phasediff.diagnostics.gap import LocalityGap, trajectory_gap
 from phasediff.errors import PhasediffError
 
@@ -33,11 +35,3 @@ def auto_window(local, global_, shape: tuple[int, int, int], steps: int = 32, to
     gap = trajectory_gap({radius: local}, global_, n, shape, steps=steps, seed=seed)
     window = gap.window(radius, tolerance)
     return ([] if window is None else [window]), gap
-
-
-def resolve_windows(text: str, local, global_, shape: tuple[int, int, int], steps: int = 32,
-                    tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> list[Window]:
-    """--window: 'auto' measures the locality gap (`auto_window`); anything else is parsed (`parse_windows`)."""
-    if text.strip().lower() == "auto":
-        return auto_window(local, global_, shape, steps=steps, tolerance=tolerance, seed=seed)[0]
-    return parse_windows(text)

@@ -21,6 +21,13 @@ from phasediff.paths import add_noise, noised_covariance
 DEFAULT_MC_SAMPLES = 4000
 
 
+def has_exact_cmi(model) -> bool:
+    """Whether `exact_cmi` serves ``model`` (Gaussian fields, gmm2, Gaussian mixtures)."""
+    from phasediff.data.mixture import GaussianMixture
+
+    return isinstance(model, (GaussianField, TwoComponentMixture, GaussianMixture))
+
+
 def exact_cmi(model, ts, partitions, n_samples: int = DEFAULT_MC_SAMPLES, seed: int = 0):
     """(values (T, R), stderr (T, R) or None) for flat-mask (A, B, C) triples."""
     if isinstance(model, GaussianField):

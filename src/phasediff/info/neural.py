@@ -47,11 +47,13 @@ from phasediff.rundir import write_atomic
 HEADS = ("auto", "categorical", "mixture")
 MAX_LEVELS = 256
 EVAL_NODES = 24
+VALIDATED_SPECIALISE = 5000  # steps per t of the validated mode (with the chain): benchmarks/neural_cmi_validation.py
 RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 MEMORISATION_GAP = 0.02  # nats of validation cross-entropy above the training loss at a link's best step
 TEST_NOISE_SEED = 1  # offset from the run's seed of the generator of the test images' noise draws
-CACHE_VERSION = 1
-UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr", "specialise_chain")  # not in the amortised network's cache key
+CACHE_VERSION = 2
+# not in the amortised network's cache key: how long, and at which precision, it trained
+UNKEYED_TRAINING = ("budget", "specialise", "specialise_lr", "specialise_chain", "precision")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class NeuralSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     cache: Path | None = None
     device: str = "cpu"
+    committed: Path | None = None  # committed networks (`committed_root`), read before training; None: never
 
 
 def choose_head(images: np.ndarray, head: str, components: int):
@@ -139,6 +142,20 @@ def _load_cached(path: Path, net: RingNet) -> dict | None:
     return meta
 
 
+def committed_root() -> Path:
+    """The project's committed networks: checkpoints/DATA/cmi/, files named as in the cache."""
+    from phasediff.report.samples import CHECKPOINTS
+
+    return CHECKPOINTS
+
+
+def _committed(root: Path | None, stem: str) -> list[Path]:
+    """Committed networks whose name starts with ``stem`` (any folder checkpoints/*/cmi/ under ``root``)."""
+    if root is None:
+        return []
+    return sorted(path.with_suffix("") for path in Path(root).glob(f"*/cmi/{stem}*.safetensors"))
+
+
 def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
     from safetensors.torch import save_file
 
@@ -162,6 +179,10 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
     key = _cache_key(images, geometry, head, settings, seed)
     path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}"
     meta = None if path is None else _load_cached(path, net)
+    for committed in _committed(settings.committed, f"ringnet-{key}"):
+        if meta is None and committed.name == f"ringnet-{key}":
+            meta = _load_cached(committed, net)
+            meta = None if meta is None else {**meta, "committed": str(committed)}
     if meta is None:
         history = train(net, head, standardise, x[train_idx], x[val_idx], settings.train, seed=seed)
         meta = {"key": key, "source": data.source, "net": settings.net.to_dict(), "train": settings.train.to_dict(),
@@ -173,17 +194,56 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
     return net, head, standardise, (x[train_idx], x[val_idx], x[test_idx]), meta
 
 
+def link_name(key: str, t: float, config: TrainConfig, chain: tuple[float, ...] = ()) -> str:
+    """File stem of the specialisation at t of the amortised network ``key``, after the links ``chain``."""
+    name = f"ringnet-{key}-t{float(t):.6g}-s{config.specialise}-lr{config.specialise_lr:g}"
+    if chain:
+        name += "-after" + hashlib.sha256(json.dumps([float(c) for c in chain]).encode()).hexdigest()[:8]
+    return name
+
+
+def save_networks(details: dict, settings: NeuralSettings, dest: Path) -> list[Path]:
+    """Copy the networks a run used (its amortised network and the link kept at each t) into ``dest``, named as
+    in the cache: the layout of the committed networks (checkpoints/DATA/cmi/, `committed_root`)."""
+    import shutil
+
+    key = details["cache_key"]
+    stems = [Path(details["committed"]) if details.get("committed") else
+             Path(settings.cache) / f"ringnet-{key}"]
+    for link in details["specialised"]:
+        if link.get("specialised", True):
+            stems.append(Path(link["committed"]) if link.get("committed") else
+                         Path(settings.cache) / link_name(key, link["t"], settings.train, tuple(link["after"])))
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem in stems:
+        for source in _files(stem):
+            if not source.is_file():
+                raise PhasediffError(f"{source} is missing: the run's networks are not all in the cache")
+            target = dest / source.name
+            if source.resolve() != target.resolve():
+                write_atomic(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
+            written.append(target)
+    return written
+
+
 def specialised_network(start, head, standardise, splits, t: float, settings: NeuralSettings, key: str,
                         seed: int, chain: tuple[float, ...] = ()):
     """(copy of ``start`` trained further at t alone, its training history); cached beside the amortised
-    network. ``chain``: the t of the specialisations ``start`` already went through (part of the cache tag)."""
+    network. ``chain``: the t of the specialisations ``start`` already went through (part of the cache tag).
+    In the chained mode a committed link at t serves whatever chain led to it (its sidecar says which: "after"):
+    it is the validated network at t."""
     special = copy.deepcopy(start).cpu()
     config = settings.train
-    tag = f"t{float(t):.6g}-s{config.specialise}-lr{config.specialise_lr:g}"
-    if chain:
-        tag += "-after" + hashlib.sha256(json.dumps([float(c) for c in chain]).encode()).hexdigest()[:8]
-    path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}-{tag}"
+    path = None if settings.cache is None else Path(settings.cache) / link_name(key, t, config, chain)
     meta = None if path is None else _load_cached(path, special)
+    links = _committed(settings.committed, link_name(key, t, config)) if config.specialise_chain else []
+    for committed in links:
+        if meta is None:
+            meta = _load_cached(committed, special)
+            if meta is not None:
+                meta = {**meta, "committed": str(committed)}
     if meta is None:
         history = train(special, head, standardise, splits[0], splits[1], config, seed=seed + 5, fixed_t=t)
         meta = {"t": float(t), "after": list(chain), "history": history, "cached": False}
@@ -224,7 +284,7 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
         else:
             special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
             restart = {}
-            if chain:
+            if chain and "committed" not in meta:  # a committed link was validated when it was committed
                 amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5)
                 chain_val, gap = meta["history"]["best_val"], generalisation_gap(meta["history"])
                 reason = ("no better than the amortised network" if chain_val >= amortised_val
@@ -236,10 +296,11 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
                     restart.update(retrained_val=fresh_meta["history"]["best_val"],
                                    restarted=fresh_meta["history"]["best_val"] <= chain_val)
                     if restart["restarted"]:
-                        special, meta, chain = fresh, fresh_meta, ()
+                        special, meta = fresh, fresh_meta
             if chained:
-                start, chain = special, chain + (t,)
-            histories[k] = {"t": t, "cached": meta["cached"], "after": list(meta.get("after", [])),
+                start, chain = special, tuple(meta["after"]) + (t,)
+            histories[k] = {"t": t, "cached": meta["cached"], "committed": meta.get("committed"),
+                            "after": list(meta.get("after", [])),
                             "restart": restart, "generalisation_gap": generalisation_gap(meta["history"]),
                             **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
         val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
@@ -332,7 +393,8 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
         "images": {"train": meta["n_train"], "val": meta["n_val"], "test": meta["n_test"]}, "draws": settings.draws,
         "network": meta["net"], "training": {k: meta["history"][k] for k in
                                              ("steps", "best_step", "best_val", "stop", "seconds")},
-        "specialised": specialised, "cached": meta["cached"], "fit_seconds": fitted, "cache_key": meta["key"],
+        "specialised": specialised, "cached": meta["cached"], "committed": meta.get("committed"),
+        "fit_seconds": fitted, "cache_key": meta["key"],
         "model_radius": chosen[:, list(radii)], "model_radius_global": chosen[:, full],
     }
     return stats["mean"], stats["stderr"], details

@@ -1,10 +1,11 @@
 """Stage "hybrid": the paper's hybrid sampler against ours.
 
 Image data with a classifier judge: `report.hybrid.hybrid_comparison` samples all-global, all-local, the paper's
-local-global-local [0.2, 0.5], global-local-global and the automatic window from the same noise, and judges
-them (Frechet distance in the judge's features, paired ratio to all-global). Lattice data has no classifier
-judge, so the stage gives the plan only: the automatic window from the locality gap along the global sampler's
-trajectories (`diagnostics.window.auto_window`).
+local-global-local [0.2, 0.5], global-local-global and the automatic schedule (the planner's cheapest schedule
+of the two models within the FD budget, `report.hybrid.auto_schedule`, through the plan cache) from the same noise,
+and judges them (Frechet distance in the judge's features, paired ratio to all-global). Lattice data has no
+classifier judge, so the stage gives a plan only: the window where the locality gap along the global sampler's
+trajectories exceeds a tolerance (`diagnostics.window.auto_window`).
 """
 
 from __future__ import annotations
@@ -20,24 +21,26 @@ from phasediff.reproduce.stages import (
 )
 from phasediff.reproduce.views.hybrid import QUESTION, TITLE
 
-QUICK = {"n": 100, "steps": 32, "window_n": 64}
-FULL = {"n": 5000, "steps": 32, "window_n": 256}
+QUICK = {"n": 100, "steps": 32, "window_n": 64, "plan_n": 64}
+FULL = {"n": 5000, "steps": 32, "window_n": 256, "plan_n": 250}
+PLANNED_SCHEDULES = 8  # workload: schedules the planner samples, at most (a bound for the estimate, not a count)
 
 
 def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
+    from phasediff.diagnostics.planner import DEFAULT_BETA
     from phasediff.diagnostics.window import DEFAULT_TOLERANCE
     from phasediff.precision import resolve_precision
 
     local_name = "local-r2" if dataset.lattice else "local-pos-r3"
     settings = dataset.settings_for("hybrid", {**(QUICK if options.quick else FULL), "spec": dataset.spec,
                                                "local": local_name, "tolerance": DEFAULT_TOLERANCE,
-                                               "precision": "auto", "batch_size": 500}, options.quick)
+                                               "budget": DEFAULT_BETA, "precision": "auto", "batch_size": 500},
+                                    options.quick)
     settings["precision"] = resolve_precision(settings["precision"], options.device.split(":")[0])
     settings["mode"] = "plan" if dataset.lattice else "comparison"
-    if settings["mode"] == "plan":
-        settings.pop("n")  # the plan samples nothing: only the window's trajectories
-    else:
-        settings.pop("window_n")  # hybrid_comparison measures the window on its own 256 trajectories
+    unused = ("n", "plan_n", "budget") if settings["mode"] == "plan" else ("window_n", "tolerance")
+    for key in unused:  # the lattice plan samples nothing but the gap's trajectories; the comparison plans by FD
+        settings.pop(key)
     found = {"global": find_checkpoint(folder, f"{dataset.prefix}global"),
              "local": find_checkpoint(folder, f"{dataset.prefix}{settings['local']}")}
     if not dataset.lattice:
@@ -54,12 +57,13 @@ def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
 def run(stage: Stage, ctx: Context, work: Path) -> dict:
     s = stage.settings
     if s["mode"] == "comparison":
+        from phasediff.diagnostics.planner import default_cache
         from phasediff.report.hybrid import hybrid_comparison
 
         summary = hybrid_comparison(stage.checkpoints["global"], stage.checkpoints["local"], work / "hybrid",
                                     data=s["spec"], judge=stage.checkpoints["judge"], n=s["n"], steps=s["steps"],
-                                    seed=s["seed"], tolerance=s["tolerance"], batch_size=s["batch_size"],
-                                    precision=s["precision"], device=s["device"])
+                                    seed=s["seed"], budget=s["budget"], plan_n=s["plan_n"], cache=default_cache(),
+                                    batch_size=s["batch_size"], precision=s["precision"], device=s["device"])
         files = sorted(p.name for p in (work / "hybrid").iterdir())
         return {"hybrid": summary, "files": [f"hybrid/{name}" for name in files]}
     import torch
@@ -78,12 +82,13 @@ def run(stage: Stage, ctx: Context, work: Path) -> dict:
 
 
 def workload(stage: Stage) -> dict:
-    """Image-evaluations: the automatic window's trajectories, then (comparison) the five schedules, counted as
-    all-global, all-local, the paper's window (10 of 32 global steps), its complement and an automatic window
-    taken as all-global (its width is not known before it is measured); the judge's features."""
+    """Image-evaluations. Plan: the gap's trajectories. Comparison: the planner's samples (at most
+    PLANNED_SCHEDULES schedules of plan_n images, each counted as all-global and all-local: an upper bound; none
+    when the plan is cached), then the five schedules, counted as all-global, all-local, the paper's window (10 of
+    32 global steps), its complement and the automatic schedule taken as all-global; the judge's features."""
     s = stage.settings
     if s["mode"] == "plan":
         return {"evaluations": {"global": s["window_n"] * s["steps"], "local": s["window_n"] * s["steps"]}}
-    window = 256 * s["steps"]  # hybrid_comparison measures its window on 256 trajectories
-    return {"evaluations": {"global": window + s["n"] * s["steps"] * 3, "local": window + s["n"] * s["steps"] * 2,
-                            "judge": 5 * s["n"] + 10000}}
+    planning = PLANNED_SCHEDULES * s["plan_n"] * s["steps"]
+    return {"evaluations": {"global": planning + s["n"] * s["steps"] * 3, "local": planning + s["n"] * s["steps"] * 2,
+                            "judge": 5 * s["n"] + PLANNED_SCHEDULES * s["plan_n"] + 10000}}

@@ -20,17 +20,23 @@ QUESTION = ("If a cheap local denoiser runs outside a window of t and the global
 
 def _command(settings: dict, found: dict) -> str:
     if settings["mode"] == "plan":
-        return (f"phasediff sample --model {found.get('global')} --local {found.get('local')} --window auto --tolerance "
-                f"{settings['tolerance']:g} --steps {settings['steps']} ... (the window of --window auto; this stage "
-                f"measures it on {settings['window_n']} trajectories)")
+        return (f"the window where the locality gap of {found.get('local')} against {found.get('global')} along "
+                f"{settings['window_n']} trajectories of {settings['steps']} Euler steps exceeds {settings['tolerance']:g} "
+                "(`phasediff.diagnostics.window.auto_window`)")
     return (f"phasediff hybrid --model {found.get('global')} --local {found.get('local')} --data {settings['spec']} "
-            f"--judge {found.get('judge')} --n {settings['n']} --steps {settings['steps']} --tolerance "
-            f"{settings['tolerance']:g} --precision {settings['precision']} --out hybrid")
+            f"--judge {found.get('judge')} --n {settings['n']} --steps {settings['steps']} --budget "
+            f"{settings['budget']:g} --plan-n {settings['plan_n']} --precision {settings['precision']} --out hybrid")
 
 
 def _global_steps(schedule: dict) -> str:
     steps = schedule["member_steps"].get("global", 0)
     return f"{steps} of {schedule['steps']}"
+
+
+def _planning_text(auto: dict) -> str:
+    """How the automatic schedule was found: from the plan cache, or planned on how many images in how long."""
+    made = f"planned on {auto['planned_images']} images in {number(auto['planned_seconds'], 3)} s"
+    return f"read from the plan cache, {made}" if auto["cached"] else made
 
 
 def command(stage: Stage) -> str:
@@ -75,7 +81,7 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
     for ref in references(ctx.dataset.name, "hybrid"):
         paper_schedule = by_name.get("local-global-local [0.2, 0.5]")
         if ref.at.get("window"):
-            ours = f"automatic window: {windows_text(summary['auto_window'])}"
+            ours = f"automatic schedule: {summary['auto']['schedule']}"
         elif ref.at.get("steps") and paper_schedule is not None:
             ours = (f"paper's window: {_global_steps(paper_schedule)}; automatic: {_global_steps(by_name['auto'])}"
                     if "auto" in by_name else _global_steps(paper_schedule))
@@ -87,10 +93,9 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
         rows.append({"quantity": ref.quantity, "paper": ref.text, "ours": ours, "source": ref.source})
     folder = ctx.folder("hybrid") / "hybrid"
     grids = sorted(folder.glob("grid-*.png"), key=lambda p: int(p.stem.split("-")[1]))
-    figures = [figure(ctx.relative("hybrid", "hybrid", "gap.png"), "Locality gap of the local model along the "
-                      "global sampler's trajectories (per-pixel MSE, log scale), the tolerance and the automatic "
-                      "window")]
-    figures += [figure(ctx.relative("hybrid", "hybrid", p.name), f"Samples: {sch['name']}", "samples")
+    figures = [figure(ctx.relative("hybrid", "hybrid", p.name), f"Samples: {sch['name']}", "samples")
                 for p, sch in zip(grids, summary["schedules"])]
     return {"figures": figures, "tables": tables, "comparison": comparison(rows),
-            "notes": [f"Local model: {summary['local']}; global model: {summary['global']}."]}
+            "notes": [f"Local model: {summary['local']}; global model: {summary['global']}. The automatic schedule is "
+                      f"the planner's cheapest within FD / all-global <= {summary['budget']:g} "
+                      f"({_planning_text(summary['auto'])})."]}
