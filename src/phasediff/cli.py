@@ -60,7 +60,8 @@ def _common(device: bool = False) -> argparse.ArgumentParser:
 def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help=SPEC_HELP)
     parser.add_argument("--split", default="train", choices=("train", "test"), help="data split (default train)")
-    parser.add_argument("--n", type=int, default=None, help="number of images (default: all; synthetic: 10,000)")
+    parser.add_argument("--n", "--n-images", dest="n", type=int, default=None, help="number of images (default: all; "
+                        "synthetic: 10,000); --n-images under torchrun, which takes --n for itself")
 
 
 def _precision_arg(parser, default: str, what: str = "the networks") -> None:
@@ -99,7 +100,8 @@ def _add_cmi(commands) -> None:
                      "non-Gaussian structure (on MNIST its peak sits at t = 0, r = 1, docs/cmi-study.md); mine: "
                      "Donsker-Varadhan bounds of I(A:BC) - I(A:B_r), see --mine-protocol")
     cmi.add_argument("--t", default="0:1:0.1", help="times, e.g. 0:1:0.1 (inclusive) or 0.1,0.3 (default 0:1:0.1)")
-    cmi.add_argument("--r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default 1:12)")
+    cmi.add_argument("--r", "--radii", dest="r", default="1:12", help="buffer radii, e.g. 1:12 or 1,3,6 (default "
+                     "1:12); --radii under torchrun, which takes --r for itself")
     cmi.add_argument("--site", default=None, help="Y,X of the site A (default: the image centre H//2, W//2)")
     cmi.add_argument("--patch", type=int, default=1, help="A is a K x K patch (default 1: one pixel)")
     cmi.add_argument("--samples", type=int, default=4000, help="Monte Carlo samples of the exact gmm estimator")
@@ -599,8 +601,19 @@ def cmd_cmi(args) -> None:
                              "neural and a cache (not --cache none)")
     # the exact estimator needs only the model, so it skips drawing a sample of images
     source = load_model(args.spec) if args.estimator == "exact" else _load(args)
-    result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
-                         ridge=args.ridge, seed=args.seed, neural=neural, mine=_mine_settings(args))
+    rank, processes = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if rank:  # under torchrun every process measures; the first alone reports and writes
+        set_quiet(True)
+    try:
+        result = measure_cmi(source, ts, rs, args.estimator, site=site, patch=args.patch, n_samples=args.samples,
+                             ridge=args.ridge, seed=args.seed, neural=neural, mine=_mine_settings(args))
+    finally:
+        if processes > 1:  # the neural estimator's process group, torn down here as `train` does
+            from phasediff.info.neural_train import leave_world
+
+            leave_world()
+    if rank:
+        return
     result.analyse(delta=args.delta, seed=args.seed)
     if args.save_networks is not None:
         from phasediff.info.neural import save_networks

@@ -22,6 +22,12 @@ unless it then validates no better at its t than the amortised network itself (t
 ignore context that matters at lower t), or it memorises the training images (its validation cross-entropy
 ends more than MEMORISATION_GAP above its training loss, as at t <= 0.1 on 48,000 MNIST images). Then a copy
 is also trained from the amortised network, and it replaces the chained one unless it validates worse.
+
+Under ``torchrun`` the amortised network and the links of the chain (sequential in t) train data-parallel on
+every process (neural_train), while independent links (no chain, or no specialisation) split the t grid: process k
+takes the t indices k, k + world, ..., and the cross-entropies are gathered on every process. A network in the cache
+is read by the first process of those that train it, which sends it to the others, and written by that process
+alone.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from phasediff.data.dataset import Dataset
 from phasediff.errors import PhasediffError
 from phasediff.info.neural_density import CategoricalHead, MixtureHead, hermite_rule
 from phasediff.info.neural_net import Geometry, NetConfig, RingNet
-from phasediff.info.neural_train import Standardiser, TrainConfig, image_nll, train, validation_loss_at
+from phasediff.info.neural_train import (ALONE, Standardiser, TrainConfig, gathered_objects, image_nll, shared, train,
+                                         validation_loss_at, world)
 from phasediff.progress import progress
 from phasediff.rundir import write_atomic
 
@@ -166,6 +173,22 @@ def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
     write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
+def _stored(net: RingNet, path: Path | None, committed: list[Path], team: tuple[int, int]) -> dict | None:
+    """The sidecar of the cached network ``path`` or else of the first of ``committed`` that loads, its weights loaded
+    into ``net``; None if none does. The team's first member reads, and sends its answer and weights to the others."""
+    meta = None
+    if team[0] == 0:
+        meta = None if path is None else _load_cached(path, net)
+        for stem in committed:
+            if meta is None:
+                meta = _load_cached(stem, net)
+                meta = None if meta is None else {**meta, "committed": str(stem)}
+    meta, state = shared((meta, None if meta is None else net.state_dict()), team)
+    if meta is not None and team[0]:
+        net.load_state_dict(state)
+    return meta
+
+
 def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, seed: int = 0):
     """(net, head, standardiser, (train, validation, test) images, meta): trained on the train split, or read
     from the cache."""
@@ -176,18 +199,15 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
     standardise = Standardiser(float(images[train_idx].mean()), float(images[train_idx].std()) or 1.0)
     torch.manual_seed(seed)
     net = RingNet(geometry, head.n_outputs, settings.net)
-    key = _cache_key(images, geometry, head, settings, seed)
+    key, team = _cache_key(images, geometry, head, settings, seed), world()
     path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}"
-    meta = None if path is None else _load_cached(path, net)
-    for committed in _committed(settings.committed, f"ringnet-{key}"):
-        if meta is None and committed.name == f"ringnet-{key}":
-            meta = _load_cached(committed, net)
-            meta = None if meta is None else {**meta, "committed": str(committed)}
+    committed = [c for c in _committed(settings.committed, f"ringnet-{key}") if c.name == f"ringnet-{key}"]
+    meta = _stored(net, path, committed, team)
     if meta is None:
-        history = train(net, head, standardise, x[train_idx], x[val_idx], settings.train, seed=seed)
+        history = train(net, head, standardise, x[train_idx], x[val_idx], settings.train, seed=seed, team=team)
         meta = {"key": key, "source": data.source, "net": settings.net.to_dict(), "train": settings.train.to_dict(),
                 "head": head.kind, "history": history, "cached": False}
-        if path is not None:
+        if path is not None and team[0] == 0:
             _save_cached(path, net, {**meta, "cached": True})
     net.to(settings.device).eval()
     meta.update(n_train=len(train_idx), n_val=len(val_idx), n_test=len(test_idx))
@@ -233,21 +253,18 @@ def specialised_network(start, head, standardise, splits, t: float, settings: Ne
     """(copy of ``start`` trained further at t alone, its training history); cached beside the amortised
     network. ``chain``: the t of the specialisations ``start`` already went through (part of the cache tag).
     In the chained mode a committed link at t serves whatever chain led to it (its sidecar says which: "after"):
-    it is the validated network at t."""
+    it is the validated network at t. Under torchrun a link of the chain trains on every process together, an
+    independent one on the process that measures its t alone (`cross_entropies`)."""
     special = copy.deepcopy(start).cpu()
     config = settings.train
+    team = world() if config.specialise_chain else ALONE
     path = None if settings.cache is None else Path(settings.cache) / link_name(key, t, config, chain)
-    meta = None if path is None else _load_cached(path, special)
     links = _committed(settings.committed, link_name(key, t, config)) if config.specialise_chain else []
-    for committed in links:
-        if meta is None:
-            meta = _load_cached(committed, special)
-            if meta is not None:
-                meta = {**meta, "committed": str(committed)}
+    meta = _stored(special, path, links, team)
     if meta is None:
-        history = train(special, head, standardise, splits[0], splits[1], config, seed=seed + 5, fixed_t=t)
+        history = train(special, head, standardise, splits[0], splits[1], config, seed=seed + 5, fixed_t=t, team=team)
         meta = {"t": float(t), "after": list(chain), "history": history, "cached": False}
-        if path is not None:
+        if path is not None and team[0] == 0:
             _save_cached(path, special, {**meta, "cached": True})
     return special.to(settings.device).eval(), meta
 
@@ -268,24 +285,23 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     ends no better than the amortised network at its t, on the validation images, or that memorises, is
     trained again from the amortised network, the retrained copy is kept unless it validates worse, and the
     chain goes on from the one kept). At t = 1 (pure noise) the amortised network serves: the chain starts
-    at the largest t below 1."""
+    at the largest t below 1. Under torchrun every process trains every link of the chain together; without the
+    chain process k takes the t indices k, k + world, ..., and the results are gathered on every process."""
     x_val, x_test = splits[1], splits[2]
-    if not settings.train.specialise:
-        return (test_nll(net, head, standardise, x_val, ts, 1, seed + 2).mean(0),
-                test_nll(net, head, standardise, x_test, ts, settings.draws, seed + TEST_NOISE_SEED), [])
-    val, test, histories = [None] * len(ts), [None] * len(ts), [None] * len(ts)
-    chained = settings.train.specialise_chain
-    order = sorted(range(len(ts)), key=lambda k: -float(ts[k])) if chained else range(len(ts))
-    start, chain = net, ()
+    config, (rank, size) = settings.train, world()
+    chained = bool(config.specialise and config.specialise_chain)
+    order = sorted(range(len(ts)), key=lambda k: -float(ts[k])) if chained else range(rank, len(ts), size)
+    found, start, chain = {}, net, ()
     for k in order:
         t = float(ts[k])
-        if t >= 1:  # x_1 is the noise alone: nothing to sharpen, every CMI is 0; the amortised network serves
-            special, histories[k] = net, {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
-        else:
+        special, history = net, None
+        if config.specialise and t >= 1:  # x_1 is the noise alone: every CMI is 0; the amortised network serves
+            history = {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
+        elif config.specialise:
             special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
             restart = {}
             if chain and "committed" not in meta:  # a committed link was validated when it was committed
-                amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5)
+                amortised_val = validation_loss_at(net, head, standardise, x_val, t, seed + 5, (rank, size))
                 chain_val, gap = meta["history"]["best_val"], generalisation_gap(meta["history"])
                 reason = ("no better than the amortised network" if chain_val >= amortised_val
                           else "memorises" if gap is not None and gap > MEMORISATION_GAP else None)
@@ -299,13 +315,16 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
                         special, meta = fresh, fresh_meta
             if chained:
                 start, chain = special, tuple(meta["after"]) + (t,)
-            histories[k] = {"t": t, "cached": meta["cached"], "committed": meta.get("committed"),
-                            "after": list(meta.get("after", [])),
-                            "restart": restart, "generalisation_gap": generalisation_gap(meta["history"]),
-                            **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
-        val[k] = test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0)
-        test[k] = test_nll(special, head, standardise, x_test, [t], settings.draws, seed + TEST_NOISE_SEED)
-    return np.concatenate(val), np.concatenate(test, 1), histories
+            history = {"t": t, "cached": meta["cached"], "committed": meta.get("committed"),
+                       "after": list(meta.get("after", [])),
+                       "restart": restart, "generalisation_gap": generalisation_gap(meta["history"]),
+                       **{name: meta["history"][name] for name in ("steps", "best_step", "best_val", "seconds")}}
+        found[k] = (test_nll(special, head, standardise, x_val, [t], 1, seed + 2).mean(0),
+                    test_nll(special, head, standardise, x_test, [t], settings.draws, seed + TEST_NOISE_SEED), history)
+    if not chained:
+        found = {k: part[k] for part in gathered_objects(found, (rank, size)) for k in part}
+    val, test, histories = zip(*(found[k] for k in range(len(ts))))
+    return np.concatenate(val), np.concatenate(test, 1), list(histories) if config.specialise else []
 
 
 def held_out_draw(images: np.ndarray, settings: NeuralSettings, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

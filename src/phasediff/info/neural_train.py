@@ -18,17 +18,26 @@ With ``specialise_chain`` the measured t are taken from the largest down, each c
 previous one, so the low t, where the context matters most, inherit every specialisation above them; a link
 that ends no better than the amortised network at its t (the previous copy may have unlearned a context that
 matters again at lower t) or that memorises the training images is retrained from it (neural.cross_entropies).
+
+Under ``torchrun`` (gloo for the CPU tensors the estimator trains on, nccl beside it where CUDA is present) a
+``team`` of processes trains one network data-parallel: each step's batch is drawn as by one process and each
+takes its slice of it (so the effective batch is config.batch), and the gradients are averaged (all-reduce).
+The validation images are split between the processes and their sums added in rank order, and the time budget is
+read on the slowest clock, so that every process takes the same steps and keeps the same best weights.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from phasediff.errors import PhasediffError
 from phasediff.info.neural_density import expected_nll, hermite_rule
 from phasediff.info.neural_net import translate
 from phasediff.paths import add_noise, noised_variance, signal_scale
@@ -80,6 +89,68 @@ class Standardiser:
         return (xt - signal_scale(t) * self.mu) / torch.sqrt(noised_variance(self.sigma**2, t))
 
 
+ALONE = (0, 1)  # the team of a process that trains by itself
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes) of the ``torchrun`` this process is part of, ALONE outside one; the process
+    group starts on first use (gloo, with nccl for CUDA tensors where CUDA is present), as in `phasediff train`.
+    A ``team`` below is ALONE or world(): all the processes."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), size
+
+
+def leave_world() -> None:
+    """Tear the process group down, if one started (explicitly: at the interpreter's exit it can abort)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _gathered(values: torch.Tensor, team: tuple[int, int]) -> torch.Tensor:
+    """(processes, ...): every member's ``values`` in rank order, the same bits on each member."""
+    if team[1] == 1:
+        return values[None]
+    parts = [torch.empty_like(values) for _ in range(team[1])]
+    dist.all_gather(parts, values)
+    return torch.stack(parts)
+
+
+def gathered_objects(obj, team: tuple[int, int]) -> list:
+    """Every member's ``obj`` (anything picklable) in rank order, on each member."""
+    if team[1] == 1:
+        return [obj]
+    out = [None] * team[1]
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shared(obj, team: tuple[int, int]):
+    """The first member's ``obj`` (anything picklable) on every member."""
+    if team[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _team_mean(total: float, count: int, team: tuple[int, int]) -> float:
+    """sum(total) / sum(count) over the members, added in rank order (the same value on each)."""
+    sums = _gathered(torch.tensor([total, count], dtype=torch.float64), team).sum(0)
+    return float(sums[0] / sums[1])
+
+
+def _average_gradients(net, processes: int) -> None:
+    """Each gradient replaced by its mean over the processes (one all-reduce; a missing gradient counts as 0)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= processes
+    for p, grad in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = grad.view_as(p)
+
+
 def image_nll(net, head, standardise: Standardiser, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
               rule, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image cross-entropy (B, D + 1, m) for every radius and element of A, noise z on all pixels; with
@@ -104,20 +175,27 @@ def _validation_set(x0: torch.Tensor, seed: int, fixed_t: float | None = None) -
     return t, torch.randn(x0.shape, generator=g)
 
 
-def validation_loss(net, head, standardise, x0, t, z, batch: int = 512) -> float:
-    rule = hermite_rule(TRAIN_NODES)
+def validation_loss(net, head, standardise, x0, t, z, batch: int = 512, team: tuple[int, int] = ALONE) -> float:
+    """Mean over the images of the cross-entropy of A (mean over radii); a team splits the images (member k takes
+    k, k + processes, ...) and adds the members' sums in rank order, so that each member gets the same value."""
+    rule, device = hermite_rule(TRAIN_NODES), next(net.parameters()).device
+    rank, size = team
+    x0, t, z = x0[rank::size], t[rank::size], z[rank::size]
     net.eval()
     with torch.no_grad():
-        total = sum(float(image_nll(net, head, standardise, x0[i: i + batch], t[i: i + batch], z[i: i + batch],
-                                    rule).sum(-1).mean(-1).sum()) for i in range(0, len(x0), batch))
+        total = sum(float(image_nll(net, head, standardise, x0[i: i + batch].to(device), t[i: i + batch].to(device),
+                                    z[i: i + batch].to(device), rule).sum(-1).mean(-1).sum())
+                    for i in range(0, len(x0), batch))
     net.train()
-    return total / len(x0)
+    return _team_mean(total, len(x0), team)
 
 
-def validation_loss_at(net, head, standardise, x_val: torch.Tensor, t: float, seed: int) -> float:
-    """The validation cross-entropy at t alone that ``train(..., seed=seed, fixed_t=t)`` compares against."""
+def validation_loss_at(net, head, standardise, x_val: torch.Tensor, t: float, seed: int,
+                       team: tuple[int, int] = ALONE) -> float:
+    """The validation cross-entropy at t alone that ``train(..., seed=seed, fixed_t=t, team=team)`` compares
+    against."""
     val_t, val_z = _validation_set(x_val, seed + 1, t)
-    loss = validation_loss(net, head, standardise, x_val, val_t, val_z)
+    loss = validation_loss(net, head, standardise, x_val, val_t, val_z, team=team)
     net.eval()
     return loss
 
@@ -138,31 +216,37 @@ def loss_at_a(nll: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
 
 
 def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig,
-          seed: int = 0, fixed_t: float | None = None) -> dict:
+          seed: int = 0, fixed_t: float | None = None, team: tuple[int, int] = ALONE) -> dict:
     """Fit ``net`` in place (keeping the best validation weights); returns the training history (``train``:
     the running training loss at A over each validation interval, ``loss_at_a``).
 
-    With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr).
+    With ``fixed_t``: the specialisation at that t (config.specialise steps at config.specialise_lr). With a
+    ``team`` of processes (world()), data-parallel: every member starts from the same weights and leaves with
+    the first member's.
     """
     check_precision(config.precision)
+    rank, size = team
     g = torch.Generator().manual_seed(seed)
     val_t, val_z = _validation_set(x_val, seed + 1, fixed_t)
     batch = min(config.batch, len(x_train))
+    if batch % size:
+        raise PhasediffError(f"the batch of {batch} images must be divisible by the {size} processes")
+    mine = slice(rank * batch // size, (rank + 1) * batch // size)  # this member's share of each batch
     steps_per_epoch = max(1, len(x_train) // batch)
     total = max(1, int(round(config.epochs * steps_per_epoch)) if fixed_t is None else config.specialise)
     warm = max(1, int(config.warmup * total))
-    start = time.perf_counter()
+    start, elapsed = time.perf_counter(), 0.0  # elapsed: seconds on the team's slowest clock, read every step
 
     def done(k: int) -> float:
         """Fraction of the run behind us: of the steps, or of the time budget if that is further along."""
-        return max(k / total, 0.0 if config.budget is None else (time.perf_counter() - start) / config.budget)
+        return max(k / total, 0.0 if config.budget is None else elapsed / config.budget)
 
     lr = config.lr if fixed_t is None else config.specialise_lr
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(done(k), 1.0)))))
     rule = hermite_rule(TRAIN_NODES)
-    best = (validation_loss(net, head, standardise, x_val, val_t, val_z), 0)
+    best = (validation_loss(net, head, standardise, x_val, val_t, val_z, team=team), 0)
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     history = {"step": [0], "val": [best[0]], "train": [float("nan")]}
     running, stop = [], "epochs"
@@ -173,27 +257,32 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
     for step in bar:
         if cursor + batch > len(order):
             order, cursor = torch.randperm(len(x_train), generator=g), 0
-        x0 = x_train[order[cursor: cursor + batch]]
+        x0 = x_train[order[cursor: cursor + batch][mine]]
         cursor += batch
-        t = _times(batch, g, fixed_t)
-        z = torch.randn(x0.shape, generator=g)
+        t = _times(batch, g, fixed_t)[mine]
+        z = torch.randn((batch,) + x0.shape[1:], generator=g)[mine]
         pool = net.config.pool
-        shift = torch.randint(-pool, pool + 1, (batch, 2), generator=g) if pool else None
+        shift = torch.randint(-pool, pool + 1, (batch, 2), generator=g)[mine] if pool else None
         with autocast(config.precision, x0.device.type):
             nll = image_nll(net, head, standardise, x0, t, z, rule, shift).float()
             loss = nll.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if size > 1:
+            _average_gradients(net, size)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        if config.budget is not None:
+            elapsed = float(_gathered(torch.tensor([time.perf_counter() - start], dtype=torch.float64), team).max())
         schedule.step()
         running.append(loss_at_a(nll.detach(), shift))
         out_of_time = config.budget is not None and done(step) >= 1
         if step % config.eval_every == 0 or step == total or out_of_time:
-            val = validation_loss(net, head, standardise, x_val, val_t, val_z)
+            val = validation_loss(net, head, standardise, x_val, val_t, val_z, team=team)
+            seen = torch.cat(running).double()
             history["step"].append(step)
             history["val"].append(val)
-            history["train"].append(float(torch.cat(running).double().mean()))
+            history["train"].append(_team_mean(float(seen.sum()), len(seen), team))
             running = []
             bar.set_postfix(val=f"{val:.4f}")
             if val < best[0]:
@@ -206,6 +295,9 @@ def train(net, head, standardise: Standardiser, x_train: torch.Tensor, x_val: to
                 stop = "time budget"
                 break
     net.load_state_dict(best_state)
+    if size > 1:  # the members agree already, up to the order in which the all-reduce adds
+        for tensor in net.state_dict().values():
+            dist.broadcast(tensor, src=0)
     net.eval()
     history.update(best_step=best[1], best_val=best[0], steps=step, stop=stop,
                    seconds=time.perf_counter() - start, steps_per_epoch=steps_per_epoch)
