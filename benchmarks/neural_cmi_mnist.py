@@ -23,7 +23,7 @@ import torch
 
 from phasediff.data.registry import load_dataset
 from phasediff.info.cmi import measure_cmi
-from phasediff.info.neural import VALIDATED_SPECIALISE, settings_with
+from phasediff.info.neural import VALIDATED_EPOCHS, VALIDATED_SPECIALISE, settings_with
 from phasediff.precision import PRECISIONS, resolve_precision
 
 TIMES = [round(0.1 * k, 1) for k in range(11)]
@@ -33,7 +33,7 @@ RADII = list(range(1, 13))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="mnist:crop=27")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--epochs", type=float, default=VALIDATED_EPOCHS)
     parser.add_argument("--budget", type=float, default=None, help="training seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)

@@ -32,7 +32,7 @@ import numpy as np
 from phasediff.data.registry import load_dataset, load_model
 from phasediff.info.cmi import flat_partitions, measure_cmi
 from phasediff.info.exact import exact_entropies
-from phasediff.info.neural import VALIDATED_SPECIALISE, held_out_draw, settings_with
+from phasediff.info.neural import VALIDATED_EPOCHS, VALIDATED_SPECIALISE, held_out_draw, settings_with
 from phasediff.info.neural_net import NetConfig
 from phasediff.info.neural_train import TRAIN_NODES
 from phasediff.precision import PRECISIONS, resolve_precision
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--cases", default="grf,gmm,gmm2")
     parser.add_argument("--n", type=int, default=60_000, help="samples written to each .npz file")
     parser.add_argument("--mc", type=int, default=40_000, help="Monte Carlo samples of the exact gmm value")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--epochs", type=float, default=VALIDATED_EPOCHS)
     parser.add_argument("--budget", type=float, default=None, help="training seconds per network")
     parser.add_argument("--specialise", type=int, default=VALIDATED_SPECIALISE, help="steps of further training "
                         f"at each t alone (default {VALIDATED_SPECIALISE}, `phasediff cmi`'s; 0: amortised only)")

@@ -187,7 +187,7 @@ def test_default_estimator_is_exact_or_the_validated_neural_mode(cli_json, tmp_p
     """No --estimator: exact where the model has it, else neural, whose default is the validated mode (5,000
     specialisation steps per t, chained, training precision resolved for the machine)."""
     from phasediff.cli import _neural_settings, build_parser
-    from phasediff.info.neural import VALIDATED_SPECIALISE
+    from phasediff.info.neural import VALIDATED_EPOCHS, VALIDATED_SPECIALISE
 
     assert cli_json("cmi", "grf:L=9,ell=2", "--t", "0.5", "--r", "1")["estimator"] == "exact"
     path = tmp_path / "line.npz"
@@ -196,11 +196,12 @@ def test_default_estimator_is_exact_or_the_validated_neural_mode(cli_json, tmp_p
                    "--cache", "none")
     assert out["estimator"] == "neural" and out["details"]["specialised"] == []
     train = _neural_settings(build_parser().parse_args(["cmi", "digits"])).train
-    assert (train.specialise, train.specialise_chain, train.precision) == (VALIDATED_SPECIALISE, True,
-                                                                            resolve_precision("auto"))
+    assert (train.epochs, train.specialise, train.specialise_chain, train.precision) == (
+        VALIDATED_EPOCHS, VALIDATED_SPECIALISE, True, resolve_precision("auto"))
     train = _neural_settings(build_parser().parse_args(["cmi", "digits", "--no-specialise-chain"])).train
     assert train.specialise == VALIDATED_SPECIALISE and not train.specialise_chain
-    assert not _neural_settings(build_parser().parse_args(["cmi", "digits", "--specialise", "0"])).train.specialise_chain
+    quick = _neural_settings(build_parser().parse_args(["cmi", "digits", "--specialise", "0"])).train
+    assert not quick.specialise_chain and quick.epochs == 12
 
 
 def test_committed_networks_serve_without_training(tmp_path, monkeypatch):

@@ -277,3 +277,16 @@ def test_bad_input_is_one_line_and_status_2(cli, tmp_path, argv, message):
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "r").exists()
+
+
+def test_quick_cmi_takes_the_validated_profile_where_committed_networks_serve_it(tmp_path):
+    """--quick: the validated estimator where the checkpoints root holds DATA/cmi/ networks (read, not trained),
+    the quick amortised one elsewhere; the full mode is validated either way."""
+    root = tmp_path / "checkpoints"
+    (root / "mnist").mkdir(parents=True)
+    profile = lambda quick: next(s for s in build_stages(DATASETS["mnist"], Options(quick=quick, checkpoints=root))
+                                 if s.name == "cmi").settings["estimator"]
+    assert profile(True) == "neural-amortised-quick" and profile(False) == "neural-validated"
+    (root / "mnist" / "cmi").mkdir()
+    (root / "mnist" / "cmi" / "ringnet-0.safetensors").write_bytes(b"")
+    assert profile(True) == "neural-validated"

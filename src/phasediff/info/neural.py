@@ -54,7 +54,9 @@ from phasediff.rundir import write_atomic
 HEADS = ("auto", "categorical", "mixture")
 MAX_LEVELS = 256
 EVAL_NODES = 24
-VALIDATED_SPECIALISE = 5000  # steps per t of the validated mode (with the chain): benchmarks/neural_cmi_validation.py
+# the validated mode (benchmarks/neural_cmi_validation.py): the amortised network's epochs, then steps per t, chained
+VALIDATED_EPOCHS = 4.0
+VALIDATED_SPECIALISE = 5000
 RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cmi_validation.py
 MEMORISATION_GAP = 0.02  # nats of validation cross-entropy above the training loss at a link's best step
 TEST_NOISE_SEED = 1  # offset from the run's seed of the generator of the test images' noise draws

@@ -2,9 +2,10 @@
 
 The estimator is a named profile (`PROFILES`); ``ESTIMATOR`` picks the profile of each mode, and ``--cmi-estimator``
 overrides it: switching the estimator is one setting. `views.cmi.PROFILE_TEXT` holds each profile's label and the
-caveat that README's estimator table states for it, which the report prints beside the numbers. A profile's
-"networks" names a folder of trained estimator networks under the checkpoints root (committed networks, once
-there are some); None trains them into DIR/cache/neural, where a rerun finds them.
+caveat that README's estimator table states for it, which the report prints beside the numbers. The neural
+profiles read the committed estimator networks under the checkpoints root (`info.neural.committed_root`'s layout,
+DATA/cmi/) before training any, and train the rest into DIR/cache/neural, where a rerun finds them; the quick mode
+takes the validated profile where the dataset has committed networks, the quick amortised one elsewhere.
 """
 
 from __future__ import annotations
@@ -18,25 +19,33 @@ from phasediff.reproduce.views.cmi import QUESTION, TITLE
 T_GRID = [round(0.1 * i, 1) for i in range(11)]
 R_GRID = list(range(1, 13))
 DELTA = 0.005
-# What each estimator profile computes (its label and caveat, for the page: views.cmi.PROFILE_TEXT). "networks":
-# a folder of trained estimator networks under the checkpoints root, None: DIR/cache/neural (trained here).
+# What each estimator profile computes (its label and caveat, for the page: views.cmi.PROFILE_TEXT).
 PROFILES = {
     "neural-amortised-quick": {"estimator": "neural", "epochs": 2.0, "test": 3000, "val": 1000, "specialise": 0,
-                               "chain": False, "precision": "fp32", "networks": None},
+                               "chain": False, "precision": "fp32"},
     "neural-amortised": {"estimator": "neural", "epochs": 4.0, "test": 10000, "val": 2000, "specialise": 0,
-                         "chain": False, "precision": "fp32", "networks": None},
+                         "chain": False, "precision": "fp32"},
     "neural-validated": {"estimator": "neural", "epochs": 4.0, "test": 10000, "val": 2000, "specialise": 5000,
-                         "chain": True, "precision": "auto", "networks": None},
+                         "chain": True, "precision": "auto"},
     "gaussian": {"estimator": "gaussian", "ridge": 1e-4},
 }
-ESTIMATOR = {"quick": "neural-amortised-quick", "full": "neural-validated"}  # the one setting to switch
-PROFILE_KEYS = ("epochs", "test", "val", "specialise", "chain", "precision", "networks", "ridge")
+# the one setting to switch; quick: the validated profile where committed networks serve it (`has_committed`)
+ESTIMATOR = {"quick": "neural-amortised-quick", "full": "neural-validated"}
+PROFILE_KEYS = ("epochs", "test", "val", "specialise", "chain", "precision", "ridge")
+
+
+def has_committed(root: Path, dataset: str) -> bool:
+    """Whether the checkpoints root holds committed estimator networks of the dataset (root/DATASET/cmi/)."""
+    return any((Path(root) / dataset / "cmi").glob("*.safetensors"))
 
 
 def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
     from phasediff.precision import resolve_precision
 
-    name = options.cmi_estimator or ESTIMATOR[options.mode]
+    from phasediff.reproduce.stages import checkpoints_root
+
+    quick = "neural-validated" if has_committed(checkpoints_root(options), dataset.folder) else ESTIMATOR["quick"]
+    name = options.cmi_estimator or (quick if options.quick else ESTIMATOR[options.mode])
     if name not in PROFILES:
         raise PhasediffError(f"unknown CMI estimator profile {name!r} (choose from {', '.join(PROFILES)})")
     settings = dataset.settings_for("cmi", {"spec": dataset.cmi_spec, "n": None, "t": T_GRID, "r": R_GRID,
@@ -63,10 +72,9 @@ def run(stage: Stage, ctx: Context, work: Path) -> dict:
         from phasediff.info.neural import settings_with
         from phasediff.reproduce.stages import checkpoints_root
 
-        networks = ctx.cache / "neural" if p["networks"] is None else checkpoints_root(ctx.options) / p["networks"]
         neural = settings_with(epochs=p["epochs"], test=p["test"], val=p["val"], specialise=p["specialise"] or None,
-                               specialise_chain=p["chain"] or None, precision=p["precision"], cache=networks,
-                               device=s["device"])
+                               specialise_chain=p["chain"] or None, precision=p["precision"], cache=ctx.cache / "neural",
+                               committed=checkpoints_root(ctx.options), device=s["device"])
     result = measure_cmi(data, s["t"], s["r"], p["estimator"], ridge=p.get("ridge", 1e-4), seed=s["seed"],
                          neural=neural)
     result.analyse(delta=s["delta"], seed=s["seed"])
