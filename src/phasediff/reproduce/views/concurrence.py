@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from phasediff.reproduce.stages import Context, Stage
 from phasediff.reproduce.tables import figure, fixed, interval, table
 
@@ -12,13 +14,32 @@ QUESTION = ("From which noise level on does forward-backward sampling lose the c
 
 def _command(settings: dict, checkpoints: dict) -> str:
     judge = f", judge {checkpoints['judge']}" if "judge" in checkpoints else ", classes: sign of the magnetisation"
-    return ("phasediff.diagnostics.concurrence.concurrence (library; `phasediff concurrence` runs --model exact on "
-            f"gmm2 only): global {checkpoints.get('global')}, local radii {settings['radii']}{judge}, "
+    return ("phasediff.diagnostics.concurrence.concurrence (library; `phasediff concurrence DATA --model GLOBAL "
+            f"--local-model R=LOCAL` on the command line): global {checkpoints.get('global')}, local radii "
+            f"{settings['radii']}{judge}, "
             f"{settings['n']} test images, t = {settings['t']}, {settings['steps_per_unit']:g} sampler steps per unit "
             f"time, {settings['recovery_steps_per_unit']:g} recovery steps per unit time, {settings['resamples']} "
             "bootstrap resamples; single-model curves: phasediff speciation "
             f"{settings['spec']} --model {checkpoints.get('global')} --t {','.join(f'{t:g}' for t in settings['t'])} "
             f"--n {settings['n']} --steps-per-unit {settings['steps_per_unit']:g}")
+
+
+def study_run(dataset: str) -> tuple[dict, str] | None:
+    """The project's committed concurrence run of this dataset (docs/data/concurrence-DATA.json, with the window
+    tests), if this checkout has it."""
+    from phasediff.report.samples import CHECKPOINTS
+
+    path = CHECKPOINTS.parent / "docs" / "data" / f"concurrence-{dataset}.json"
+    try:
+        return json.loads(path.read_text()), f"docs/data/{path.name}"
+    except (OSError, ValueError):
+        return None
+
+
+def _times(measures: list[dict]) -> list[list]:
+    return [[m["kind"].upper(), m["name"], "none on this grid" if m["t"] is None else
+             interval(m["t"], m["low"], m["high"], places=3) + (" (grid end)" if m["at_edge"] else "")]
+            for m in measures]
 
 
 def command(stage: Stage) -> str:
@@ -35,11 +56,17 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
                     ["t", "ODE (Euler)", "SDE (ancestral)", "steps back to 0"], rows,
                     f"Chance is 1/{sp['classes']}; t_SB is where P(kept) falls to {sp['level']:.3f}, halfway to "
                     "chance.")]
-    measure_rows = [[m["kind"].upper(), m["name"], "none on this grid" if m["t"] is None else
-                     interval(m["t"], m["low"], m["high"], places=3) + (" (grid end)" if m["at_edge"] else "")]
-                    for m in data["measures"]]
-    tables.append(table("Transition times, 95% bootstrap intervals", ["kind", "measure", "t"], measure_rows,
+    tables.append(table("Transition times, 95% bootstrap intervals", ["kind", "measure", "t"], _times(data["measures"]),
                         "SB: symmetry breaking; NL: nonlocality; REF: the global model's own recovery threshold."))
+    study = study_run(ctx.dataset.folder)
+    if study is not None:
+        other, path = study
+        settings = other["settings"]
+        tables.append(table(f"The project's study run ({path}, {settings['n']} test images, {settings['samples']} "
+                            "samples per window; its command is in docs/concurrence-study.md), with the window tests",
+                            ["kind", "measure", "t"], _times(other["measures"]),
+                            "The conditioning window (label only inside [a, a + w]) and the sliding global window "
+                            "generate samples, which this stage does not."))
     diff_rows = [[d["reference"], d["measure"], "-" if d["difference"] is None else
                   interval(d["difference"], d["low"], d["high"], places=3),
                   {True: "yes", False: "no", None: "-"}[d["zero_inside"]]] for d in data["differences"]]
