@@ -486,6 +486,26 @@ def window_centre(centres: np.ndarray, accuracy: np.ndarray) -> float:
     return math.nan if span is None else (span[0] + span[1]) / 2
 
 
+def window_summary(starts: Sequence[float], width: float, correct: np.ndarray,
+                   weights: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Windows [a, a + width] at ``starts`` whose samples passed or failed, ``correct`` (A, n): per window the
+    accuracy with its Wilson 95% interval, the best window, the span of window centres above halfway between the
+    worst and the best (`window_span`) and its midpoint (None without a span); and the midpoint on each resample
+    ``weights`` (B, n) (NaN where it has none)."""
+    centres = np.round(np.asarray(starts) + width / 2, 10)
+    accuracy = correct.mean(1)
+    low, high = wilson_interval(correct.sum(1), correct.shape[1])
+    draws = resampled_means(correct.astype(float), weights)
+    span = window_span(centres, accuracy)
+    best = int(np.argmax(accuracy))
+    summary = {"width": width, "starts": list(starts), "centres": centres.tolist(), "accuracy": accuracy.tolist(),
+               "low": low.tolist(), "high": high.tolist(),
+               "best_window": [starts[best], min(1.0, round(starts[best] + width, 10))],
+               "best_accuracy": float(accuracy[best]), "span": None if span is None else list(span),
+               "midpoint": None if span is None else (span[0] + span[1]) / 2}
+    return summary, np.array([window_centre(centres, draws[:, b]) for b in range(len(weights))])
+
+
 def _fd_span(centres: np.ndarray, fd: np.ndarray, all_global: float, all_local: float) -> tuple[float, float] | None:
     """The span of window centres whose Frechet distance lies below halfway, in log FD, between the best and the
     worst window (`stats.crossings` of -log FD); None unless the best window gets at least halfway (in log FD) from
@@ -1020,21 +1040,11 @@ def concurrence(global_denoiser, local: Mapping[int, object], images, labels, cl
                 starts = window_starts(w, window_step)
                 scored = [score(window_denoiser(global_denoiser, local[r], a, w))
                           for a in progress(starts, desc=f"sliding window (r = {r}, w = {w:g})")]
-                correct = np.stack([s.correct for s in scored])
-                centres = np.round(np.asarray(starts) + w / 2, 10)
-                accuracy = correct.mean(1)
-                low, high = wilson_interval(correct.sum(1), samples)
-                resampled = resampled_means(correct.astype(float), gen_weights)
-                centre_draws = np.array([window_centre(centres, resampled[:, b]) for b in range(resamples)])
-                span = window_span(centres, accuracy)
-                value = None if span is None else (span[0] + span[1]) / 2
-                best = int(np.argmax(accuracy))
+                summary, centre_draws = window_summary(starts, w, np.stack([s.correct for s in scored]),
+                                                       gen_weights)
+                centres, span, value = np.asarray(summary["centres"]), summary["span"], summary.pop("midpoint")
                 key = f"r={r},w={w:g}"
-                entry = {"radius": r, "width": w, "starts": starts, "centres": centres.tolist(),
-                         "accuracy": accuracy.tolist(), "low": low.tolist(), "high": high.tolist(),
-                         "best_window": [starts[best], min(1.0, round(starts[best] + w, 10))],
-                         "best_accuracy": float(accuracy[best]), "span": None if span is None else list(span),
-                         "t_nl": value}
+                entry = {"radius": r, **summary, "t_nl": value}
                 for name, alone in (("all_global", all_global), ("all_local", all_local)):
                     k = int(alone.correct.sum())
                     a_low, a_high = wilson_interval(np.array([k]), samples)
@@ -1140,8 +1150,8 @@ def concurrence_table(result: Concurrence | dict) -> str:
             rows.append(f"  r = {entry['radius']}, w = {entry['width']:g}: " + "; ".join(cells)
                         + (f" | {'; '.join(alone)}" if alone else ""))
     if data.get("conditioning"):
-        rows += ["", "conditioning window: class accuracy per label-window centre; the label everywhere / nowhere "
-                 "at the right"]
+        rows += ["", ("conditioning window: class accuracy per label-window centre; the label everywhere / nowhere "
+                      "at the right")]
         for entry in data["conditioning"].values():
             cells = [f"{c:.2f}: {a:.3f}" for c, a in zip(entry["centres"], entry["accuracy"])]
             rows.append(f"  w = {entry['width']:g}: " + "; ".join(cells) + f" | everywhere "

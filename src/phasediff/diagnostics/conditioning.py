@@ -27,10 +27,8 @@ from phasediff.diagnostics.concurrence import (
     checkpoint_info,
     image_weights,
     percentile_interval,
-    resampled_means,
-    window_centre,
-    window_span,
     window_starts,
+    window_summary,
 )
 from phasediff.errors import PhasediffError
 from phasediff.progress import progress
@@ -98,25 +96,15 @@ def conditioning_window(model, classify: Callable, classes: int, shape: Sequence
         starts = window_starts(w, window_step)
         correct = np.stack([judged(conditioning_schedule(a, w, guidance))
                             for a in progress(starts, desc=f"conditioning window (w = {w:g})")])
-        centres = np.round(np.asarray(starts) + w / 2, 10)
-        accuracy = correct.mean(1)
-        low, high = wilson_interval(correct.sum(1), samples)
-        draws = resampled_means(correct.astype(float), weights)
-        centre_draws = np.array([window_centre(centres, draws[:, b]) for b in range(resamples)])
-        span = window_span(centres, accuracy)
-        value = None if span is None else (span[0] + span[1]) / 2
-        best = int(np.argmax(accuracy))
-        entries[f"w={w:g}"] = {
-            "width": w, "starts": starts, "centres": centres.tolist(), "accuracy": accuracy.tolist(),
-            "low": low.tolist(), "high": high.tolist(),
-            "best_window": [starts[best], min(1.0, round(starts[best] + w, 10))],
-            "best_accuracy": float(accuracy[best]), "span": None if span is None else list(span), "t_cond": value,
-            "label_everywhere": ceiling, "label_nowhere": floor}
+        summary, centre_draws = window_summary(starts, w, correct, weights)
+        value = summary.pop("midpoint")
+        entries[f"w={w:g}"] = {**summary, "t_cond": value, "label_everywhere": ceiling, "label_nowhere": floor}
         lo, hi = percentile_interval(centre_draws)
         measures.append(Measure("sb", f"conditioning window centre, w = {w:g}", value, lo, hi,
                                 "midpoint of the span of label-window centres with class accuracy above halfway "
                                 f"between the worst and the best window (best >= {MIN_ACCURACY:g}), bootstrap over "
-                                "samples", None, None, at_edge(span, centres), centre_draws))
+                                "samples", None, None, at_edge(summary["span"], np.asarray(summary["centres"])),
+                                centre_draws))
     settings = {"guidance": guidance, "samples": samples, "steps": steps, "widths": list(widths),
                 "window_step": window_step, "labels": "sample i has label i mod classes"}
     return ConditioningWindow(entries, measures, settings)
