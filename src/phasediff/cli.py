@@ -590,19 +590,21 @@ def cmd_cmi(args) -> None:
         raise PhasediffError(f"--delta must be > 0, got {args.delta}")
     if args.out is not None:
         check_run_dir(args.out, args.force)
-    if args.estimator == "auto":
-        from phasediff.data.registry import MODELS, is_file_spec
-        from phasediff.info.exact import has_exact_cmi
-        from phasediff.specs import parse_spec
+    from phasediff.data.registry import MODELS, is_file_spec
+    from phasediff.specs import parse_spec
 
-        synthetic = not is_file_spec(args.spec) and parse_spec(args.spec)[0] in MODELS
-        args.estimator = "exact" if synthetic and has_exact_cmi(load_model(args.spec)) else "neural"
+    synthetic = not is_file_spec(args.spec) and parse_spec(args.spec)[0] in MODELS
+    model = load_model(args.spec) if synthetic and args.estimator in ("auto", "exact") else None  # loaded once
+    if args.estimator == "auto":
+        from phasediff.info.exact import has_exact_cmi
+
+        args.estimator = "exact" if model is not None and has_exact_cmi(model) else "neural"
     neural = _neural_settings(args)
     if args.save_networks is not None and (args.estimator != "neural" or neural.cache is None):
         raise PhasediffError("--save-networks copies the neural estimator's cached networks: it needs --estimator "
                              "neural and a cache (not --cache none)")
     # the exact estimator needs only the model, so it skips drawing a sample of images
-    source = load_model(args.spec) if args.estimator == "exact" else _load(args)
+    source = (model if model is not None else load_model(args.spec)) if args.estimator == "exact" else _load(args)
     rank, processes = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if rank:  # under torchrun every process measures; the first alone reports and writes
         set_quiet(True)

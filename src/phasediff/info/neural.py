@@ -158,11 +158,13 @@ def committed_root() -> Path:
     return CHECKPOINTS
 
 
-def _committed(root: Path | None, stem: str) -> list[Path]:
-    """Committed networks whose name starts with ``stem`` (any folder checkpoints/*/cmi/ under ``root``)."""
+def _committed(root: Path | None, stem: str, any_chain: bool = False) -> list[Path]:
+    """Committed networks named ``stem`` (with ``any_chain``: also ``stem``-after..., a link reached through any
+    chain) in any folder checkpoints/*/cmi/ under ``root``."""
     if root is None:
         return []
-    return sorted(path.with_suffix("") for path in Path(root).glob(f"*/cmi/{stem}*.safetensors"))
+    patterns = [f"*/cmi/{stem}.safetensors"] + ([f"*/cmi/{stem}-after*.safetensors"] if any_chain else [])
+    return sorted(path.with_suffix("") for pattern in patterns for path in Path(root).glob(pattern))
 
 
 def _save_cached(path: Path, net: RingNet, meta: dict) -> None:
@@ -203,7 +205,7 @@ def fit_network(data: Dataset, geometry: Geometry, settings: NeuralSettings, see
     net = RingNet(geometry, head.n_outputs, settings.net)
     key, team = _cache_key(images, geometry, head, settings, seed), world()
     path = None if settings.cache is None else Path(settings.cache) / f"ringnet-{key}"
-    committed = [c for c in _committed(settings.committed, f"ringnet-{key}") if c.name == f"ringnet-{key}"]
+    committed = _committed(settings.committed, f"ringnet-{key}")
     meta = _stored(net, path, committed, team)
     if meta is None:
         history = train(net, head, standardise, x[train_idx], x[val_idx], settings.train, seed=seed, team=team)
@@ -261,7 +263,7 @@ def specialised_network(start, head, standardise, splits, t: float, settings: Ne
     config = settings.train
     team = world() if config.specialise_chain else ALONE
     path = None if settings.cache is None else Path(settings.cache) / link_name(key, t, config, chain)
-    links = _committed(settings.committed, link_name(key, t, config)) if config.specialise_chain else []
+    links = _committed(settings.committed, link_name(key, t, config), any_chain=True) if config.specialise_chain else []
     meta = _stored(special, path, links, team)
     if meta is None:
         history = train(special, head, standardise, splits[0], splits[1], config, seed=seed + 5, fixed_t=t, team=team)
