@@ -214,3 +214,19 @@ def test_log_lists_each_specialised_link_with_its_gap_and_restart():
     assert "memorises: kept the retrained copy" in lines[start + 1]
     assert lines[start + 2].split()[3:] == ["0.7000", "-", "no"]
     assert "specialised links" not in cmi_table(CMIResult(**{**result.__dict__, "details": {}}))
+
+
+def test_lower_bounds_are_marked_in_the_log_and_the_figures(tmp_path):
+    from phasediff.info.result import CMIResult
+    from phasediff.report.runs import cmi_table, write_cmi_run
+
+    bound = np.array([[True, True], [False, False]])
+    result = CMIResult(t=[0.1, 0.5], r=[1, 2], cmi=np.array([[0.03, 0.02], [0.01, 0.004]]),
+                       stderr=np.full((2, 2), 0.001), estimator="neural", dataset="x", site=(0, 0), patch=1,
+                       region_sizes=[], seconds=1.0, details={"lower_bound": bound, "lower_bound_rule": "the rule"})
+    rows = cmi_table(result).splitlines()
+    assert [cell.startswith(">=") for cell in rows[3].split()[1::2]] == [True, True]
+    assert ">=" not in rows[4] and rows[5] == ">=: a lower bound (the rule)"
+    assert ">=" not in cmi_table(CMIResult(**{**result.__dict__, "details": {}}))
+    run = write_cmi_run(tmp_path / "run", result, {})
+    assert (run / "heatmap.png").stat().st_size > 0 and (run / "cmi_vs_r.png").stat().st_size > 0

@@ -170,3 +170,40 @@ def test_lattice_copies_find_training_configurations():
     assert new["copied_fraction"] < 0.05 and 0.05 < new["nearest_hamming_median"] < 0.5
     flipped = lattice_copies(1 - train[:10], train)  # every spin flipped: half the sites differ at most
     assert flipped["copied_fraction"] <= 0.1 and np.isfinite(flipped["nearest_hamming_median"])
+
+
+def test_ising_features_are_the_per_configuration_observables():
+    """Energy, |m|, G_c(1..L/4) and S_c(k_min)/N of each configuration: for the all-up state -2, 1, 1, 1 and 0; the
+    Frechet distance on them tells the ordered phase from the disordered one, not two draws of the same model."""
+    from phasediff.metrics import FrechetReference, classify
+    from phasediff.observables import IsingFeatures
+
+    up = np.ones((1, 1, 8, 8), np.float32)
+    features, probabilities = classify(IsingFeatures(), up)
+    np.testing.assert_allclose(features, [[-2.0, 1.0, 1.0, 1.0, 0.0]], atol=1e-12)
+    assert probabilities.shape == (1, 0)
+    hot = [load_dataset("ising:L=8,T=3.0", split=split, n=400).images for split in ("train", "test")]
+    cold = load_dataset("ising:L=8,T=1.5", split="train", n=400).images
+    same, other, reference = (classify(IsingFeatures(), x)[0] for x in (hot[0], cold, hot[1]))
+    yardstick = FrechetReference.of(reference)
+    assert yardstick.distance(other) > 20 * yardstick.distance(same)
+
+
+def test_the_planner_judges_ising_data_by_its_observables(cli_json, cli, tmp_path):
+    """`phasediff plan` on Ising checkpoints needs no classifier (a given --judge is refused) and returns a schedule."""
+    import torch
+
+    from phasediff.denoisers.checkpoint import save
+    from phasediff.denoisers.local import LocalDenoiser
+    from phasediff.denoisers.unet import UNet
+
+    extra = {"data": "ising:L=8,T=3.0", "image_shape": [1, 8, 8]}
+    torch.manual_seed(0)
+    save(tmp_path / "global", UNet(base=8, mults=(1, 2), res_blocks=1, image_size=8), extra, weights="ema")
+    save(tmp_path / "local", LocalDenoiser(1, width=4), extra, weights="ema")
+    args = ["plan", "--model", f"global={tmp_path / 'global'}", "--model", f"local={tmp_path / 'local'}",
+            "--steps", "10", "--n", "16", "--precision", "fp32", "--no-cache"]
+    plan = cli_json(*args)
+    assert plan["reference"] == "global" and plan["schedule"] and plan["images_sampled"] <= plan["sweep_images"] / 3
+    status, _, err = cli(*args, "--judge", tmp_path / "global")
+    assert status == 2 and "physical observables" in err and len(err.strip().splitlines()) == 1

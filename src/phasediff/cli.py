@@ -350,7 +350,8 @@ def _add_plan(commands) -> None:
                       "third of the single-window sweep's)")
     plan.add_argument("--batch-size", type=int, default=500)
     plan.add_argument("--data", default=None, help="reference dataset (default: the reference model's)")
-    plan.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: committed)")
+    plan.add_argument("--judge", type=Path, default=None, help="classifier checkpoint (default: the committed one; "
+                      "Ising data is judged by the features of its physical observables instead)")
     _precision_arg(plan, "auto")
     plan.add_argument("--cache", type=Path, default=None, help="plan cache folder (default "
                       "$XDG_CACHE_HOME/phasediff/plans, i.e. ~/.cache/phasediff/plans)")
@@ -843,7 +844,7 @@ def cmd_plan(args) -> None:
     from phasediff.denoisers.checkpoint import read_info
     from phasediff.diagnostics.planner import (PlanOptions, cached, default_cache, plan_key, plan_schedule,
                                                plan_settings, plan_text)
-    from phasediff.report.samples import default_judge, judge_and_reference, load_models
+    from phasediff.report.samples import judge_and_reference, judge_identity, load_models
 
     start = time.perf_counter()
     out = None if args.out is None else check_output_file(args.out, (".json",))
@@ -862,12 +863,11 @@ def cmd_plan(args) -> None:
     data = args.data or infos[args.reference or next(iter(infos))].get("data")
     if not data:
         raise PhasediffError("the checkpoints do not record their data: pass --data")
-    judge_path = args.judge or default_judge(data)
-    settings = plan_settings(infos, args.reference, data, read_info(judge_path), options)
+    settings = plan_settings(infos, args.reference, data, judge_identity(data, args.judge), options)
 
     def compute() -> dict:
         models, shape = load_models(checkpoints, options.device)
-        judge, test_images = judge_and_reference(data, judge_path)
+        judge, test_images = judge_and_reference(data, args.judge)
         plan = plan_schedule(models, args.reference, shape, judge, test_images, options, started=start)
         return {**plan.to_dict(), "data": data, "models": {m: str(p) for m, p in checkpoints.items()}}
 

@@ -388,3 +388,24 @@ def lattice_copies(samples, training, block: int = 2000) -> dict:
     hamming = (sites - best) / 2 / sites
     return {"copied_fraction": float((hamming == 0).mean()), "nearest_hamming_median": float(np.median(hamming)),
             "n_training": len(train)}
+
+
+class IsingFeatures:
+    """A judge of lattice configurations by their physical observables, for Fréchet distances (the planner's
+    quality on Ising data, where no classifier exists): per configuration c the features
+
+        [e_c, |m_c|, G_c(1), ..., G_c(L/4), S_c(k_min) / N]
+
+    (the per-configuration statistics behind `ising_observables`; spins read at THRESHOLD). ``logits`` are
+    empty: there are no classes."""
+
+    identity = "observables:ising-v1"  # what a plan judged by these features is keyed by
+
+    def features_and_logits(self, images):
+        import torch
+
+        stats = _Configurations.of(lattice_spins(np.asarray(images)))
+        L = stats.two_point.shape[1] * 2 - 2
+        features = np.column_stack([stats.energy, np.abs(stats.m), stats.two_point[:, 1:L // 4 + 1],
+                                    stats.chi_kmin / L**2])
+        return torch.as_tensor(features), torch.zeros(len(features), 0)

@@ -458,13 +458,13 @@ def default_cache() -> Path:
     return Path(root) / "phasediff" / "plans"
 
 
-def plan_settings(checkpoints: Mapping[str, Mapping], reference: str | None, data: str, judge: Mapping,
+def plan_settings(checkpoints: Mapping[str, Mapping], reference: str | None, data: str, judge: str,
                   options: PlanOptions) -> dict:
     """What a plan of checkpoints depends on, the input of `plan_key`: each named model's weights digest and
-    architecture (from its sidecar), the reference (None: the most FLOPs), the reference data, the judge's
-    weights digest, the device type and the options. ``checkpoints`` and ``judge``: sidecars (`read_info`)."""
+    architecture (from its sidecar, `read_info`), the reference (None: the most FLOPs), the reference data, the
+    judge's identity (`report.samples.judge_identity`), the device type and the options."""
     return {"models": {name: [info["weights_sha256"], info["model"]] for name, info in checkpoints.items()},
-            "reference": reference, "data": data, "judge": judge["weights_sha256"],
+            "reference": reference, "data": data, "judge": judge,
             "device": options.device.split(":")[0], **{k: v for k, v in vars(options).items() if k != "device"}}
 
 

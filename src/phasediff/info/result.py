@@ -24,6 +24,12 @@ class CMIResult:
     details: dict = field(default_factory=dict)
     analysis: dict = field(default_factory=dict)
 
+    @property
+    def lower_bound(self) -> np.ndarray:
+        """(T, R) whether each estimate is a lower bound (the neural estimator's ``lower_bound``; False elsewhere)."""
+        flags = self.details.get("lower_bound")
+        return np.zeros(np.shape(self.cmi), bool) if flags is None else np.asarray(flags, bool)
+
     def analyse(self, delta: float = 0.005, seed: int = 0) -> dict:
         """Fill ``analysis`` with the Markov lengths, peak time and window (see `phasediff.info.markov`)."""
         from phasediff.info.markov import summarise

@@ -23,7 +23,7 @@ def _title(result: CMIResult) -> str:
 def cmi_heatmap(result: CMIResult, path: Path) -> None:
     """Heatmap over (r, t), in log colour where the positive values span more than a decade (values at or below
     the colour scale's floor, max / 10^4, take its lowest colour); cells whose value is within 2 standard errors
-    of zero carry a dot."""
+    of zero carry a dot, lower bounds a triangle."""
     from phasediff.report.phase_figures import log_norm
 
     cmi = np.asarray(result.cmi, dtype=float)
@@ -40,20 +40,29 @@ def cmi_heatmap(result: CMIResult, path: Path) -> None:
     ax.set_ylabel("t (0 = data, 1 = noise)")
     ax.set_title(_title(result), fontsize=9)
     fig.colorbar(image, ax=ax, label=label)
+    marked = False
     if result.stderr is not None:
         ti, ri = np.nonzero(cmi < 2 * np.asarray(result.stderr))
         ax.plot(ri, ti, "w.", markersize=3, label="< 2 s.e. from 0")
-        if len(ti):
-            ax.legend(loc="upper right", fontsize=7, framealpha=0.5)
+        marked = len(ti) > 0
+    ti, ri = np.nonzero(result.lower_bound)
+    if len(ti):
+        ax.plot(ri, ti, "^", markersize=4, markerfacecolor="white", markeredgecolor="black", markeredgewidth=0.5,
+                linestyle="none", label="lower bound")
+        marked = True
+    if marked:
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.5)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def cmi_versus_radius(result: CMIResult, path: Path) -> None:
-    """CMI against r on a log scale, one curve per t, with +-1 standard-error bars."""
+    """CMI against r on a log scale, one curve per t, with +-1 standard-error bars; lower bounds as upward
+    triangles."""
     cmi = np.asarray(result.cmi)
     err = None if result.stderr is None else np.asarray(result.stderr)
+    bound = result.lower_bound
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     colours = plt.cm.plasma(np.linspace(0, 0.9, len(result.t)))
     for i, (t, colour) in enumerate(zip(result.t, colours)):
@@ -63,7 +72,10 @@ def cmi_versus_radius(result: CMIResult, path: Path) -> None:
         else:
             lower = np.minimum(err[i], y - LOG_FLOOR)
             ax.errorbar(result.r, y, yerr=(lower, err[i]), fmt="o-", color=colour, markersize=3, capsize=2,
-                        label=f"t={t:g}")
+                        label=f"t={t:g}" + (" (lower bounds)" if bound[i].all() else ""))
+        if bound[i].any():
+            ax.plot(np.asarray(result.r)[bound[i]], y[bound[i]], "^", color=colour, markersize=6,
+                    markerfacecolor="none", linestyle="none")
     ax.set_yscale("log")
     ax.set_ylim(bottom=LOG_FLOOR)
     ax.set_xlabel("buffer radius r")

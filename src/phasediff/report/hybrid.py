@@ -39,7 +39,7 @@ from phasediff.diagnostics.window import cheap_radius
 from phasediff.errors import PhasediffError
 from phasediff.precision import resolve_precision
 from phasediff.report.figures import image_grid, plt
-from phasediff.report.samples import default_judge, judge_and_reference, load_models
+from phasediff.report.samples import judge_and_reference, judge_identity, load_models
 from phasediff.rundir import run_directory, save_json, save_yaml
 
 PAPER_WINDOW = (0.2, 0.5)
@@ -106,8 +106,8 @@ def auto_schedule(global_checkpoint, local_checkpoint, options: PlanOptions, dat
     data = data or infos["global"].get("data")
     if not data:
         raise PhasediffError(f"{global_checkpoint} does not record its data, against which the planner judges")
-    judge = Path(judge) if judge is not None else default_judge(data)
-    key = plan_key(plan_settings(infos, None, data, read_info(judge), options))
+    judge = None if judge is None else Path(judge)
+    key = plan_key(plan_settings(infos, None, data, judge_identity(data, judge), options))
 
     def compute() -> dict:  # as `phasediff plan` stores it
         models, shape = load_pair(checkpoints["global"], checkpoints["local"], options.device)

@@ -29,16 +29,21 @@ def write_cmi_run(out: Path, result: CMIResult, config: dict, force: bool = Fals
 
 
 def cmi_table(result: CMIResult) -> str:
-    """A text table: one row per t, one column per r; value (s.e.) when a standard error exists."""
+    """A text table: one row per t, one column per r; value (s.e.) when a standard error exists, >= before a
+    lower bound."""
     cmi = np.asarray(result.cmi)
     err = None if result.stderr is None else np.asarray(result.stderr)
-    width = 17 if err is not None else 9
+    bound = result.lower_bound
+    width = 18 if err is not None else 10
     lines = [f"I_t(A:C|B_r) in nats, {result.estimator} estimator, {result.dataset}",
              f"site {result.site[0]},{result.site[1]}, patch {result.patch}, {result.seconds:.2f} s",
              "   t \\ r " + "".join(f"{r:>{width}d}" for r in result.r)]
     for i, t in enumerate(result.t):
-        cells = [f"{cmi[i, j]:.4f}" + (f" ({err[i, j]:.4f})" if err is not None else "") for j in range(len(result.r))]
+        cells = [(">=" if bound[i, j] else "") + f"{cmi[i, j]:.4f}" + (f" ({err[i, j]:.4f})" if err is not None else "")
+                 for j in range(len(result.r))]
         lines.append(f"{t:8.3g} " + "".join(f"{c:>{width}}" for c in cells))
+    if bound.any():
+        lines.append(f">=: a lower bound ({result.details.get('lower_bound_rule', 'the estimator reads low there')})")
     if result.analysis:
         fit, peak, window = (result.analysis[k] for k in ("markov_length", "peak", "window"))
         xi = ", ".join(f"{t:g}: {x:.2f}" if x is not None else f"{t:g}: -" for t, x in zip(fit["t"], fit["xi"]))

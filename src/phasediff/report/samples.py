@@ -125,10 +125,33 @@ def load_judge(judge) -> object:
 
 
 def judge_and_reference(data: str, judge=None):
-    """(the classifier, the test images of ``data``)."""
+    """(the judge, the test images of ``data``): the classifier (default: the committed one), or for Ising data
+    its physical observables (`observables.IsingFeatures`)."""
     from phasediff.data.registry import load_dataset
 
+    if _feature_judged(data, judge):
+        from phasediff.observables import IsingFeatures
+
+        return IsingFeatures(), load_dataset(data, split="test").images
     return load_judge(judge or default_judge(data)), load_dataset(data, split="test").images
+
+
+def judge_identity(data: str, judge=None) -> str:
+    """What a judge's verdicts depend on: the classifier's weights digest, or the observables' name on Ising data."""
+    if _feature_judged(data, judge):
+        from phasediff.observables import IsingFeatures
+
+        return IsingFeatures.identity
+    return read_info(judge or default_judge(data))["weights_sha256"]
+
+
+def _feature_judged(data: str, judge) -> bool:
+    """Whether ``data`` is judged by observables' features rather than a classifier (Ising; no --judge allowed)."""
+    if observable_kind(data) != "ising":
+        return False
+    if judge is not None:
+        raise PhasediffError(f"{data} is judged by its physical observables, not by a classifier: drop --judge")
+    return True
 
 
 OBSERVABLE_KINDS = {"ising": "ising", "grf": "gaussian", "gmrf": "gaussian"}  # spec name -> how judge_file judges

@@ -24,9 +24,9 @@ SHOWN_R = (1, 2, 3, 4, 6, 9, 12)
 AMORTISED_CAVEAT = ("README: the amortised network alone is fast, but low by up to 2x on the MNIST-fitted mixture at "
                     "r <= 2, t <= 0.5; read its values as lower bounds.")
 VALIDATED_CAVEAT = ("README: validated on grf and on the MNIST-fitted mixture (480,000 samples); with MNIST's "
-                    "60,000 images it reads 50-66% of the exact values at t = 0.1-0.2, r <= 2. SCIENCE.md section 6: "
-                    "the cross-entropy estimator is biased low and its intervals hold sampling error only, so its "
-                    "values are best read as lower bounds.")
+                    "60,000 images it reads 49-66% of the exact values at t = 0.1-0.2, r <= 2, and the estimator "
+                    "marks those noise levels as lower bounds itself. SCIENCE.md section 6: the cross-entropy "
+                    "estimator is biased low; elsewhere its intervals hold sampling error only.")
 
 
 def _command(settings: dict) -> str:
@@ -68,35 +68,39 @@ PROFILE_TEXT = {  # label and caveat of each profile of steps.cmi.PROFILES
 
 
 def _intervals(cmi: dict):
-    """(low, high, unresolved) grids: the estimator's 95% intervals (neural: bootstrap, widened below the
-    resolution; gaussian / exact Monte Carlo: +-1.96 s.e.; exact: the value)."""
+    """(low, high, unresolved, lower bound) grids: the estimator's 95% intervals (neural: bootstrap, widened below
+    the resolution, open above a lower bound; gaussian / exact Monte Carlo: +-1.96 s.e.; exact: the value)."""
     import numpy as np
 
     values = np.asarray(cmi["cmi"], float)
     details = cmi.get("details") or {}
+    none = np.zeros(values.shape, bool)
     if "interval_low" in details:
+        bound = np.asarray(details["lower_bound"], bool) if "lower_bound" in details else none
         return (np.asarray(details["interval_low"], float), np.asarray(details["interval_high"], float),
-                np.asarray(details["below_resolution"], bool))
+                np.asarray(details["below_resolution"], bool), bound)
     if cmi.get("stderr") is not None:
         err = np.asarray(cmi["stderr"], float)
-        return values - 1.96 * err, values + 1.96 * err, np.zeros(values.shape, bool)
-    return values, values, np.zeros(values.shape, bool)
+        return values - 1.96 * err, values + 1.96 * err, none, none
+    return values, values, none, none
 
 
-def _cell(value, low, high, unresolved) -> str:
+def _cell(value, low, high, unresolved, bound=False) -> str:
+    if bound:
+        return f">= {number(value, 2)} (lower bound; 95% from {number(low, 2)})"
     if unresolved:
         return f"< {number(high, 2)} (estimate {number(value, 2)})"
     return interval(value, low, high, digits=2)
 
 
 def _grid_value(cmi: dict, t: float, r: int):
-    """(value, low, high, unresolved) at (t, r) of the measured grid, None if not measured."""
-    low, high, unresolved = _intervals(cmi)
+    """(value, low, high, unresolved, lower bound) at (t, r) of the measured grid, None if not measured."""
+    low, high, unresolved, bound = _intervals(cmi)
     ts, rs = [round(float(x), 6) for x in cmi["t"]], list(cmi["r"])
     if round(t, 6) not in ts or r not in rs:
         return None
     i, j = ts.index(round(t, 6)), rs.index(r)
-    return cmi["cmi"][i][j], low[i, j], high[i, j], bool(unresolved[i, j])
+    return cmi["cmi"][i][j], low[i, j], high[i, j], bool(unresolved[i, j]), bool(bound[i, j])
 
 
 def validated_run(dataset: str) -> tuple[dict, str] | None:
@@ -119,14 +123,17 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
     cmi = record["result"]["cmi"]
     label, caveat = PROFILE_TEXT.get(stage.settings["estimator"], (stage.settings["estimator"], "none recorded"))
     analysis = cmi["analysis"]
-    low, high, unresolved = _intervals(cmi)
+    low, high, unresolved, bound = _intervals(cmi)
     shown = [r for r in SHOWN_R if r in cmi["r"]] or list(cmi["r"])
     rows = [[f"{t:g}"] + [_cell(cmi["cmi"][i][cmi["r"].index(r)], low[i][cmi["r"].index(r)],
-                                high[i][cmi["r"].index(r)], unresolved[i][cmi["r"].index(r)]) for r in shown]
+                                high[i][cmi["r"].index(r)], unresolved[i][cmi["r"].index(r)],
+                                bound[i][cmi["r"].index(r)]) for r in shown]
             for i, t in enumerate(cmi["t"])]
+    rule = (cmi.get("details") or {}).get("lower_bound_rule")
     tables = [table("I_t(A:C|B_r) in nats, 95% interval", ["t"] + [f"r = {r}" for r in shown], rows,
-                    "'< x (estimate y)': below the resolution max(0.005, 2 s.e.), an upper limit. All radii: "
-                    "the data file.")]
+                    "'< x (estimate y)': below the resolution max(0.005, 2 s.e.), an upper limit. "
+                    + (f"'>= x': a lower bound, open above ({rule}). " if bound.any() else "")
+                    + "All radii: the data file.")]
     fit = analysis["markov_length"]
     details = cmi.get("details") or {}
     mi = details.get("mutual_information_A_BC")
@@ -172,9 +179,9 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
                                 ["point", "this run", "validated run"], extra))
     return {
         "figures": [figure(ctx.relative("cmi", "cmi", "heatmap.png"), "I_t(A:C|B_r) over (r, t); a dot marks a "
-                           "cell within 2 s.e. of 0"),
+                           "cell within 2 s.e. of 0, a triangle a lower bound"),
                     figure(ctx.relative("cmi", "cmi", "cmi_vs_r.png"), "CMI against r (log scale), one curve per t, "
-                           "+-1 s.e."),
+                           "+-1 s.e.; open triangles: lower bounds"),
                     figure(ctx.relative("cmi", "cmi", "markov_length.png"), "Markov length xi(t), 95% intervals")],
         "tables": tables,
         "comparison": comparison(rows),
