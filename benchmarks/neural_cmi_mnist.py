@@ -18,7 +18,6 @@ the estimator trains data-parallel and the first process prints.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -63,9 +62,7 @@ def main() -> None:
     low, high, bound = (np.asarray(result.details[k]) for k in ("interval_low", "interval_high", "lower_bound"))
     half = 0.5 * (high - low)[~bound]
     peak = np.unravel_index(np.argmax(result.cmi), result.cmi.shape)
-    if rank:
-        return leave_world()
-    print(to_json({
+    report = {
         "spec": args.spec, "images": len(data), "threads": args.threads, "processes": processes, "wall_seconds": wall,
         "training_seconds": result.details["training"]["seconds"], "training": result.details["training"],
         "median_interval_half_width": float(np.median(half)) if half.size else None,
@@ -78,7 +75,9 @@ def main() -> None:
         "interval_low": np.round(low, 5).tolist(), "interval_high": np.round(high, 5).tolist(),
         "mutual_information_A_BC": np.round(result.details["mutual_information_A_BC"], 5).tolist(),
         "network": result.details["network"],
-    }, indent=1))
+    }
+    if rank == 0:
+        print(to_json(report, indent=1))
     leave_world()
 
 

@@ -24,7 +24,6 @@ data-parallel and the first process prints.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from phasediff.info.neural_net import NetConfig
 from phasediff.info.neural_train import TRAIN_NODES, leave_world, world
 from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.regions import tripartition
+from phasediff.rundir import to_json
 
 SPECS = {"grf": "grf:L=27,ell=3", "gmm": "gmm:data=mnist,crop=27,k=10,rank=8", "gmm2": "gmm2:L=27",
          "gmm-fashion": "gmm:data=fashion-mnist,crop=27,k=10,rank=8"}
@@ -125,20 +125,6 @@ def peak_case(data, model, settings, seed: int, times=PEAK_TIMES) -> dict:
             "wall_seconds": wall, "training": result.details["training"], "specialised": result.details["specialised"]}
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _plain(value.item())
-    if isinstance(value, float) and np.isinf(value):
-        return "inf" if value > 0 else "-inf"  # standard JSON, as the package writes it (rundir.to_json)
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="grf,gmm,gmm2", help=f"any of {', '.join(SPECS)}")
@@ -181,9 +167,9 @@ def main() -> None:
             else:
                 report[name] = grid_case(name, data, model, settings, args.mc, args.seed, times)
             if rank == 0:
-                print(json.dumps(_plain(report[name])), file=sys.stderr)
+                print(to_json(report[name], indent=None), file=sys.stderr)
     if rank == 0:
-        print(json.dumps(_plain(report), indent=1))
+        print(to_json(report, indent=1))
     leave_world()
 
 

@@ -404,8 +404,8 @@ class IsingFeatures:
     def features_and_logits(self, images):
         import torch
 
-        stats = _Configurations.of(lattice_spins(np.asarray(images)))
-        L = stats.two_point.shape[1] * 2 - 2
+        spins = lattice_spins(np.asarray(images))
+        stats, L = _Configurations.of(spins), spins.shape[-1]
         features = np.column_stack([stats.energy, np.abs(stats.m), stats.two_point[:, 1:L // 4 + 1],
                                     stats.chi_kmin / L**2])
         return torch.as_tensor(features), torch.zeros(len(features), 0)

@@ -50,7 +50,7 @@ _held: dict[str, int] = {}  # absolute output path -> how many nested `output_lo
 def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, (np.integer, np.floating)):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
     if isinstance(value, Path):
         return str(value)

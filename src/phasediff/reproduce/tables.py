@@ -3,7 +3,20 @@ shape the template draws ({"title", "columns", "rows", "note"})."""
 
 from __future__ import annotations
 
+import json
 import math
+
+
+def committed_data(name: str) -> tuple[dict, str] | None:
+    """(contents, "docs/data/NAME") of one of the project's committed data files (a study run beside which the
+    report sets its own), None if this checkout does not have it."""
+    from phasediff.report.samples import CHECKPOINTS
+
+    path = CHECKPOINTS.parent / "docs" / "data" / name
+    try:
+        return json.loads(path.read_text()), f"docs/data/{name}"
+    except (OSError, ValueError):
+        return None
 
 
 def number(value, digits: int = 3) -> str:

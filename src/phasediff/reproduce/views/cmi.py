@@ -3,11 +3,11 @@ project's validated run beside ours."""
 
 from __future__ import annotations
 
-import json
 
 from phasediff.reproduce.paper import references
 from phasediff.reproduce.stages import Context, Stage
 from phasediff.reproduce.tables import (
+    committed_data,
     comparison,
     figure,
     fixed,
@@ -103,18 +103,6 @@ def _grid_value(cmi: dict, t: float, r: int):
     return cmi["cmi"][i][j], low[i, j], high[i, j], bool(unresolved[i, j]), bool(bound[i, j])
 
 
-def validated_run(dataset: str) -> tuple[dict, str] | None:
-    """The project's committed validated-mode run of this dataset (docs/data/cmi-DATA-validated.json), if this
-    checkout has it."""
-    from phasediff.report.samples import CHECKPOINTS
-
-    path = CHECKPOINTS.parent / "docs" / "data" / f"cmi-{dataset}-validated.json"
-    try:
-        return json.loads(path.read_text()), f"docs/data/{path.name}"
-    except (OSError, ValueError):
-        return None
-
-
 def command(stage: Stage) -> str:
     return _command(stage.settings)
 
@@ -166,7 +154,7 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
             ours = ("not measured by this estimator" if mi is None else "not on this run's grid" if i is None
                     else f"{number(mi[i], 3)} +- {number(mi_err[i], 2)}")
         rows.append({"quantity": ref.quantity, "paper": ref.text, "ours": ours, "source": ref.source})
-    validated = validated_run(ctx.dataset.name)
+    validated = committed_data(f"cmi-{ctx.dataset.name}-validated.json")
     if validated is not None and stage.settings["estimator"] != "neural-validated":
         other, path = validated
         extra = []

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from phasediff.reproduce.stages import Context, Stage
-from phasediff.reproduce.tables import figure, fixed, interval, table
+from phasediff.reproduce.tables import committed_data, figure, fixed, interval, table
 
 TITLE = "Symmetry breaking and nonlocality (speciation and concurrence)"
 QUESTION = ("From which noise level on does forward-backward sampling lose the class (t_SB, speciation), when "
@@ -22,18 +20,6 @@ def _command(settings: dict, checkpoints: dict) -> str:
             "bootstrap resamples; single-model curves: phasediff speciation "
             f"{settings['spec']} --model {checkpoints.get('global')} --t {','.join(f'{t:g}' for t in settings['t'])} "
             f"--n {settings['n']} --steps-per-unit {settings['steps_per_unit']:g}")
-
-
-def study_run(dataset: str) -> tuple[dict, str] | None:
-    """The project's committed concurrence run of this dataset (docs/data/concurrence-DATA.json, with the window
-    tests), if this checkout has it."""
-    from phasediff.report.samples import CHECKPOINTS
-
-    path = CHECKPOINTS.parent / "docs" / "data" / f"concurrence-{dataset}.json"
-    try:
-        return json.loads(path.read_text()), f"docs/data/{path.name}"
-    except (OSError, ValueError):
-        return None
 
 
 def _times(measures: list[dict]) -> list[list]:
@@ -58,7 +44,7 @@ def present(stage: Stage, record: dict, ctx: Context) -> dict:
                     "chance.")]
     tables.append(table("Transition times, 95% bootstrap intervals", ["kind", "measure", "t"], _times(data["measures"]),
                         "SB: symmetry breaking; NL: nonlocality; REF: the global model's own recovery threshold."))
-    study = study_run(ctx.dataset.folder)
+    study = committed_data(f"concurrence-{ctx.dataset.folder}.json")
     if study is not None:
         other, path = study
         settings = other["settings"]
