@@ -1,28 +1,34 @@
 """The planner against the full single-window sweep on the same blocks: cost of the answer and images sampled.
 
-    python benchmarks/plan_vs_sweep.py --model global=checkpoints/mnist/global-w8 \
-        --model local=checkpoints/mnist/local-pos-r3 [--data mnist] [--judge CKPT] [--n 100] [--steps 10]
-        [--grid 0:1:0.1] [--beta 1.15]
+    python benchmarks/plan_vs_sweep.py --model global=checkpoints/mnist/global \
+        --model local=checkpoints/mnist/local-pos-r3 [--data mnist] [--judge CKPT] [--n 250] [--steps 32]
+        [--grid 0:1:0.1] [--beta 1.15] [--cost wall|flops] [--out FILE]
 
 Runs `phasediff.diagnostics.planner.plan_schedule` (no cache), then samples every distinct plan of the
 single-window sweep (`sweep_plans`: all-reference, all-cheap, every window of the reference) from the same
-noise and judges it the same way, and finds the sweep's cheapest schedule that meets the budget. Prints JSON:
-both answers (schedule, paired FD ratio with its interval, speed-up by FLOPs), the images each sampled, and
-cost_over_sweep (the planner's cost / the sweep's best; <= 1 when the planner is at least as good; it may be
-< 1 because the planner also tries schedules with several windows).
+noise and judges it the same way. The sweep's answer is confirmed as the planner's is (`planner.confirm`: the
+schedules that met the budget, cheapest first, measured again on the planner's fresh noise at its confirmation
+size), so both answers are picked from noisy measurements and checked on the same fresh samples. Prints JSON:
+both answers (schedule, paired FD ratio with its interval on the fresh samples, speed-ups by wall-clock and
+FLOPs), the images each sampled, and cost_over_sweep (the planner's cost per image / the sweep's, by --cost;
+<= 1 when the planner is at least as good, < 1 possible because the planner also tries several windows and
+models per schedule) with within_10_percent.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from phasediff.denoisers.schedule import build_member
 from phasediff.diagnostics.planner import (
+    CONFIRM_SEED,
     PlanOptions,
     Search,
+    confirm,
     evaluation_times,
     make_blocks,
     plan_schedule,
@@ -30,8 +36,9 @@ from phasediff.diagnostics.planner import (
     sweep_plans,
 )
 from phasediff.diagnostics.schedules import flops_per_image
-from phasediff.precision import resolve_precision
+from phasediff.precision import PRECISIONS, resolve_precision
 from phasediff.report.samples import judge_and_reference, load_models
+from phasediff.rundir import to_json, write_atomic
 from phasediff.specs import parse_list
 
 
@@ -39,45 +46,75 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="NAME=PATH, repeated")
     parser.add_argument("--reference", default=None)
-    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--data", default=None, help="reference dataset (default: the first model's)")
     parser.add_argument("--judge", default=None, help="classifier checkpoint (default: the committed one)")
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--n", type=int, default=250)
+    parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--grid", default="0:1:0.1")
     parser.add_argument("--beta", type=float, default=1.15)
+    parser.add_argument("--cost", default="wall", choices=("wall", "flops"), help="what both minimise (default wall)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     checkpoints = {entry.partition("=")[0]: Path(entry.partition("=")[2]) for entry in args.model}
     models, shape = load_models(checkpoints)
-    judge, test_images = judge_and_reference(args.data, args.judge)
-    options = PlanOptions(steps=args.steps, n=args.n, beta=args.beta, precision=resolve_precision("auto"),
-                          grid=tuple(parse_list(args.grid, float)))
+    from phasediff.denoisers.checkpoint import read_info
+
+    data = args.data or read_info(next(iter(checkpoints.values()))).get("data")
+    judge, test_images = judge_and_reference(data, args.judge)
+    options = PlanOptions(steps=args.steps, n=args.n, beta=args.beta, precision=resolve_precision(args.precision),
+                          grid=tuple(parse_list(args.grid, float)), cost=args.cost)
     flops = {m: flops_per_image(build_member(m, models), shape) for m in models}
     seconds = seconds_per_image(models, shape, precision=options.precision)
+    per = seconds if args.cost == "wall" else flops
     start = time.perf_counter()
     plan = plan_schedule(models, args.reference, shape, judge, test_images, options, flops=flops, seconds=seconds)
     plan_seconds = time.perf_counter() - start
+    print(f"planner: {plan.schedule} ({plan_seconds:.0f} s); sweeping", file=sys.stderr)
 
     blocks = make_blocks(options.grid, evaluation_times(options.steps, options.method))
     plans = sorted(sweep_plans(blocks, list(models), plan.reference))
+    base = (plan.reference,) * len(blocks)
     search = Search(models, shape, judge, test_images, options, blocks, flops, seconds, cap=len(plans) * options.n)
     start = time.perf_counter()
-    search.measure((plan.reference,) * len(blocks), "reference")
+    search.measure(base, "reference")
     for p in plans:
         search.measure(p, "sweep")
+
+    def key(p):
+        return blocks.cost(p, per), blocks.cost(p, {m: float(m == plan.reference) for m in models})
+
+    passing = sorted((m.plan for m in search.measured.values() if m.meets and m.plan != base), key=key)
+    fresh = replace(options, n=options.confirm_n, seed=options.seed + CONFIRM_SEED)
+    checked = Search(models, shape, judge, test_images, fresh, blocks, flops, seconds,
+                     cap=(len(passing) + 1) * fresh.n, reference_features=search.reference_features)
+    best, rejected = confirm(checked, base, passing)
     sweep_seconds = time.perf_counter() - start
-    base = search.measured[(plan.reference,) * len(blocks)]
-    best = min((m for m in search.measured.values() if m.meets), key=lambda m: m.flops)
-    print(json.dumps({
-        "models": {m: str(p) for m, p in checkpoints.items()}, "data": args.data, "n": args.n, "steps": args.steps,
-        "beta": args.beta, "precision": options.precision, "blocks": len(blocks),
+    reference_cost = blocks.cost(base, per)
+    planner_cost = reference_cost / (plan.speedup_wall if args.cost == "wall" else plan.speedup_flops)
+    sweep_cost = blocks.cost(best.plan, per)
+    report = {
+        "models": {m: str(p) for m, p in checkpoints.items()}, "data": data, "n": args.n, "steps": args.steps,
+        "beta": args.beta, "cost": args.cost, "precision": options.precision, "blocks": len(blocks),
+        "confirm_n": fresh.n, "confirm_seed": fresh.seed, "seconds_per_image": seconds, "flops_per_image": flops,
         "planner": {"schedule": plan.schedule, "fd_ratio": plan.fd_ratio, "interval": plan.fd_ratio_interval,
+                    "confirmed": plan.confirmed, "search_fd_ratio": plan.search_fd_ratio,
+                    "rejected": len(plan.rejected), "speedup_wall": plan.speedup_wall,
                     "speedup_flops": plan.speedup_flops, "images_sampled": plan.images_sampled,
                     "seconds": plan_seconds},
         "sweep": {"schedule": best.schedule, "fd_ratio": best.ratio["ratio"],
-                  "interval": [best.ratio["low"], best.ratio["high"]], "speedup_flops": base.flops / best.flops,
-                  "images_sampled": search.images, "schedules": len(plans), "seconds": sweep_seconds},
-        "cost_over_sweep": (base.flops / plan.speedup_flops) / best.flops,
-        "images_over_sweep": plan.images_sampled / search.images}, indent=1))
+                  "interval": [best.ratio["low"], best.ratio["high"]],
+                  "search_fd_ratio": search.measured[best.plan].ratio["ratio"], "rejected": len(rejected),
+                  "speedup_wall": blocks.cost(base, seconds) / blocks.cost(best.plan, seconds),
+                  "speedup_flops": blocks.cost(base, flops) / blocks.cost(best.plan, flops),
+                  "images_sampled": search.images + checked.images, "schedules": len(plans), "seconds": sweep_seconds},
+        "cost_over_sweep": planner_cost / sweep_cost,
+        "within_10_percent": planner_cost <= 1.10 * sweep_cost,
+        "images_over_sweep": plan.images_sampled / (search.images + checked.images)}
+    text = to_json(report, indent=1)
+    if args.out is not None:
+        write_atomic(args.out, lambda tmp: tmp.write_text(text + "\n"))
+    print(text)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def test_an_identical_cheap_model_takes_every_step():
     plan = plan_schedule(models, "global", SHAPE, PixelJudge(), reference, PlanOptions(steps=10, n=16, rounds=20))
     assert plan.schedule == "cheap" and plan.fd_ratio == 1.0 and plan.member_evaluations == {"cheap": 10}
     assert plan.speedup_flops == pytest.approx(1.0)  # the same FLOPs: the tie goes to fewer reference steps
-    assert plan.images_sampled == 16 * 12 <= plan.sweep_images / 3
+    assert plan.confirmed and plan.confirm_n == 32 and plan.rejected == []
+    assert plan.images_sampled == 16 * 12 + 2 * 32 <= plan.sweep_images / 3  # search, then all-reference and cheap
 
 
 def test_a_useless_cheap_model_keeps_all_reference(wiener, junk, digits):
@@ -162,21 +163,66 @@ def test_the_search_samples_at_most_a_third_of_the_sweep(three):
     _, plan = three
     assert plan.sweep_schedules == 1 + 2 * 55 and plan.sweep_images == 111 * OPTIONS.n
     assert plan.max_images == plan.sweep_images // 3
-    assert plan.images_sampled == OPTIONS.n * plan.schedules_sampled <= plan.sweep_images / 3
     phases = [m.phase for m in plan.evaluations]
     assert phases.count("reference") == 1 and phases.count("screen") == 20 and phases.count("verify") >= 1
+    confirmations = phases.count("confirm")
+    assert confirmations == 2 and plan.confirmed  # all-reference and the search's choice, which holds
+    assert plan.images_sampled == OPTIONS.n * (plan.schedules_sampled - confirmations) + 2 * OPTIONS.n * confirmations
+    assert plan.images_sampled <= plan.sweep_images / 3
 
 
 def test_the_cap_is_enforced(wiener, digits):
     models = {"global": wiener, "mid": Only(wiener, wiener, lambda t: t > 0.45)}
-    options = PlanOptions(steps=10, n=16, rounds=20, max_images=11 * 16)  # the screen only
+    options = PlanOptions(steps=10, n=16, rounds=20, max_images=11 * 16, confirm=0)  # the screen only
     plan = plan_schedule(models, "global", SHAPE, PixelJudge(), digits[1], options, flops={"global": 2.0, "mid": 1.0},
                          seconds={"global": 2.0, "mid": 1.0})
     assert plan.images_sampled == 11 * 16 and {m.phase for m in plan.evaluations} == {"reference", "screen"}
     assert plan.schedule.count("mid") == 1  # the best single substitution measured
-    with pytest.raises(PhasediffError, match="over the cap"):
-        plan_schedule(models, "global", SHAPE, PixelJudge(), digits[1], PlanOptions(steps=10, n=16, max_images=100),
-                      flops={"global": 2.0, "mid": 1.0}, seconds={"global": 2.0, "mid": 1.0})
+    assert not plan.confirmed and plan.confirm_seed is None
+    for too_small in (PlanOptions(steps=10, n=16, max_images=100), PlanOptions(steps=10, n=16, max_images=11 * 16)):
+        with pytest.raises(PhasediffError, match="over the cap"):  # the second: no room to confirm
+            plan_schedule(models, "global", SHAPE, PixelJudge(), digits[1], too_small,
+                          flops={"global": 2.0, "mid": 1.0}, seconds={"global": 2.0, "mid": 1.0})
+
+
+class FreshTrial:
+    """A stand-in for the confirmation's `Search`: plan k of a list meets the budget from k = ``first_pass`` on."""
+
+    def __init__(self, first_pass: int, cap: int = 100):
+        self.first_pass, self.cap, self.measured = first_pass, cap, {}
+
+    def affordable(self, plan):
+        return plan in self.measured or len(self.measured) < self.cap
+
+    def measure(self, plan, phase):
+        meets = plan == ("base",) or int(plan[0]) >= self.first_pass
+        self.measured[plan] = planner.Measured(plan, plan[0], phase, {"ratio": 1.0 if meets else 2.0}, 0.0, 0.0,
+                                               0.0, meets)
+        return self.measured[plan]
+
+
+@pytest.mark.parametrize("first_pass", [0, 1, 5, 11, 12])
+def test_the_confirmation_bisects_to_the_cheapest_plan_that_holds(first_pass):
+    passing = [(str(k),) for k in range(12)]  # cheap to dear
+    trial = FreshTrial(first_pass)
+    best, rejected = planner.confirm(trial, ("base",), passing)
+    assert best.plan == (passing[first_pass] if first_pass < 12 else ("base",))
+    assert all(not m.meets for m in rejected) and len(trial.measured) <= 2 + 4  # base, the choice, log2(12)
+    short = FreshTrial(5, cap=2)  # all-reference and one plan: the choice fails, the cap stops the search
+    best, rejected = planner.confirm(short, ("base",), passing)
+    assert best.plan == ("base",) and [m.plan for m in rejected] == [("0",)]
+
+
+def test_a_plan_that_holds_only_on_the_planning_noise_is_rejected(wiener, junk, digits):
+    """The winner's curse in its extreme: a cheap model right on the search's batches of n and wrong on any other."""
+    lucky = Only(wiener, junk, lambda t: torch.ones_like(t, dtype=torch.bool))
+    lucky.forward = lambda x, t, label=None: wiener(x, t) if len(x) == OPTIONS.n else junk(x, t)
+    plan = plan_schedule({"global": wiener, "lucky": lucky}, "global", SHAPE, PixelJudge(), digits[1], OPTIONS,
+                         flops={"global": 10.0, "lucky": 1.0}, seconds={"global": 1.0, "lucky": 0.1})
+    assert plan.schedule == "global" and plan.fd_ratio == 1.0 and plan.confirmed
+    assert plan.rejected and all(r["search_fd_ratio"] <= OPTIONS.beta < r["fd_ratio"] for r in plan.rejected)
+    assert plan.rejected[0]["schedule"] == "lucky"  # the search's choice: every step to the cheap model
+    assert plan.images_sampled <= plan.max_images
 
 
 def test_the_plan_replays_through_the_sampler(three, digits):
@@ -253,6 +299,8 @@ def test_plan_command_caches_and_replays(cli_json, checkpoints, tmp_path, monkey
     # replay: `phasediff sample --schedule` draws the planner's samples, so the paired ratio comes back
     models = ["--model", f"global={checkpoints / 'global'}", "--model", f"local={checkpoints / 'local'}"]
     common = ["--n", "16", "--steps", "10"]
+    if first["confirm_seed"] is not None:  # the reported ratio is the confirmation's, on its fresh noise
+        common = ["--n", str(first["confirm_n"]), "--steps", "10", "--seed", str(first["confirm_seed"])]
     cli_json("sample", *models, "--schedule", first["schedule"], *common, "--out", tmp_path / "plan.npz")
     cli_json("sample", *models, "--schedule", "global", *common, "--out", tmp_path / "base.npz")
     from phasediff.report.samples import load_judge
@@ -260,12 +308,13 @@ def test_plan_command_caches_and_replays(cli_json, checkpoints, tmp_path, monkey
     judge = load_judge(checkpoints / "judge")
     features = [classify(judge, np.load(tmp_path / f"{name}.npz")["images"])[0] for name in ("plan", "base")]
     reference = classify(judge, load_dataset("digits", split="test").images)[0]
-    assert frechet_ratio(*features, reference)["ratio"] == pytest.approx(first["fd_ratio"])
+    seed = first["confirm_seed"] or 0  # the bootstrap's bias correction is seeded as the measurement's noise
+    assert frechet_ratio(*features, reference, seed=seed)["ratio"] == pytest.approx(first["fd_ratio"])
 
 
 @pytest.mark.parametrize("extra, match", [
     (["--beta", "0.5"], "beta"), (["--reference", "nope"], "nope"), (["--grid", "0.5:1:0.1"], "grid"),
-    (["--n", "0"], "--n"), (["--model", "bare-path"], "NAME=PATH")])
+    (["--n", "0"], "--n"), (["--model", "bare-path"], "NAME=PATH"), (["--confirm", "-1"], "confirm")])
 def test_plan_command_refuses_bad_input_in_one_line(cli, checkpoints, tmp_path, extra, match):
     status, out, err = cli(*_plan_args(checkpoints, tmp_path / "cache"), *extra)
     assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and match in err

@@ -342,6 +342,9 @@ def _add_plan(commands) -> None:
     plan.add_argument("--confident", action="store_true", help="the upper end of the ratio's 95%% interval must "
                       "meet the budget (default: the bias-corrected ratio, as hybrid-sweep judges)")
     plan.add_argument("--n", type=int, default=250, help="samples per schedule (default 250)")
+    plan.add_argument("--confirm", type=int, default=None, help="samples on which the search's choice is measured "
+                      "again from fresh noise, stepping back to dearer schedules that met the budget when it fails "
+                      "(default 2 x --n; 0: take the search's choice unconfirmed, biased low)")
     plan.add_argument("--grid", default="0:1:0.1", help="block edges from 0 to 1, list or A:B:STEP "
                       "(default 0:1:0.1)")
     plan.add_argument("--cost", default="flops", choices=("flops", "wall"), help="what cheapest means: FLOPs, or "
@@ -857,7 +860,7 @@ def cmd_plan(args) -> None:
     options = PlanOptions(steps=args.steps, method=args.method, beta=args.beta, n=args.n,
                           grid=tuple(parse_list(args.grid, float, "--grid")), seed=args.seed,
                           batch_size=args.batch_size, precision=args.precision, device=resolve_device(args.device),
-                          cost=args.cost, confident=args.confident, max_images=args.max_images)
+                          cost=args.cost, confident=args.confident, max_images=args.max_images, confirm=args.confirm)
     options.check()
     infos = {name: read_info(path) for name, path in checkpoints.items()}
     data = args.data or infos[args.reference or next(iter(infos))].get("data")

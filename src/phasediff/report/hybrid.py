@@ -61,7 +61,7 @@ class AutoSchedule:
 
     schedule: str
     budget: float
-    fd_ratio: float  # paired, to all-global, as the planner measured it
+    fd_ratio: float  # paired, to all-global, as the planner measured it (on fresh noise when it confirmed the plan)
     speedup_flops: float
     speedup_wall: float
     cached: bool  # read from the plan cache: nothing planned in this call

@@ -23,7 +23,7 @@ from phasediff.reproduce.views.hybrid import QUESTION, TITLE
 
 QUICK = {"n": 100, "steps": 32, "window_n": 64, "plan_n": 64}
 FULL = {"n": 5000, "steps": 32, "window_n": 256, "plan_n": 250}
-PLANNED_SCHEDULES = 8  # workload: schedules the planner samples, at most (a bound for the estimate, not a count)
+PLANNED_SCHEDULES = 56 // 3  # workload: the planner's image cap for two models, a third of the 56-schedule sweep
 
 
 def plan(dataset: DatasetPlan, options: Options, folder: Path) -> Stage:
