@@ -12,7 +12,8 @@ size), so both answers are picked from noisy measurements and checked on the sam
 both answers (schedule, paired FD ratio with its interval on the fresh samples, speed-ups by wall-clock and
 FLOPs), the images each sampled, and cost_over_sweep (the planner's cost per image / the sweep's, by --cost;
 <= 1 when the planner is at least as good, < 1 possible because the planner also tries several windows and
-models per schedule) with within_10_percent.
+models per schedule) with within_10_percent. Its top-level schedule, models, reference and data make it a plan that
+benchmarks/plan_check.py checks on 5,000 fresh samples.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
     planner_cost = reference_cost / (plan.speedup_wall if args.cost == "wall" else plan.speedup_flops)
     sweep_cost = blocks.cost(best.plan, per)
     report = {
-        "models": {m: str(p) for m, p in checkpoints.items()}, "data": data, "n": args.n, "steps": args.steps,
+        "models": {m: str(p) for m, p in checkpoints.items()}, "reference": plan.reference, "data": data,
+        "schedule": plan.schedule, "n": args.n, "steps": args.steps,
         "beta": args.beta, "cost": args.cost, "precision": options.precision, "blocks": len(blocks),
         "confirm_n": fresh.n, "confirm_seed": fresh.seed, "seconds_per_image": seconds, "flops_per_image": flops,
         "planner": {"schedule": plan.schedule, "fd_ratio": plan.fd_ratio, "interval": plan.fd_ratio_interval,
