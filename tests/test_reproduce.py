@@ -108,9 +108,10 @@ def test_what_each_dataset_can_serve_is_decided_with_a_reason():
     assert mnist["diagram"].settings["radii"] == [1, 3, 6] and "global" in mnist["diagram"].checkpoints
     assert mnist["cmi"].settings["estimator"] == "neural-validated"  # checkpoints/mnist/cmi/ serves it
     fashion = {s.name: s for s in build_stages(DATASETS["fashion-mnist"], Options(quick=True))}
-    assert fashion["cmi"].settings["estimator"] == "neural-amortised-quick"
+    assert fashion["cmi"].settings["estimator"] == "neural-validated"  # checkpoints/fashion-mnist/cmi/
     assert set(PROFILE_TEXT) == set(PROFILES) and all(caveat for _, caveat in PROFILE_TEXT.values())
     ising = {s.name: s for s in build_stages(DATASETS["ising"], Options(quick=True))}
+    assert ising["cmi"].settings["estimator"] == "neural-amortised-quick"  # no committed estimator networks
     assert not any(s.skip for s in ising.values())
     assert ising["hybrid"].settings["mode"] == "plan"
     assert ising["phases"].settings["values"] == [1.8, 3.0, 4.0] and not ising["phases"].settings["lacking"]
