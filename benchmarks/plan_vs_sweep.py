@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from phasediff.denoisers.schedule import build_member
 from phasediff.diagnostics.planner import (
-    CONFIRM_SEED,
     PlanOptions,
     Search,
     confirm,
@@ -85,10 +83,8 @@ def main() -> None:
     def key(p):
         return blocks.cost(p, per), blocks.cost(p, {m: float(m == plan.reference) for m in models})
 
-    passing = sorted((m.plan for m in search.measured.values() if m.meets and m.plan != base), key=key)
-    fresh = replace(options, n=options.confirm_n, seed=options.seed + CONFIRM_SEED)
-    checked = Search(models, shape, judge, test_images, fresh, blocks, flops, seconds,
-                     cap=(len(passing) + 1) * fresh.n, reference_features=search.reference_features)
+    passing = search.passing(base, key)
+    checked = search.confirmation((len(passing) + 1) * options.confirm_n)
     best, rejected = confirm(checked, base, passing)
     sweep_seconds = time.perf_counter() - start
     reference_cost = blocks.cost(base, per)
@@ -98,7 +94,7 @@ def main() -> None:
         "models": {m: str(p) for m, p in checkpoints.items()}, "reference": plan.reference, "data": data,
         "schedule": plan.schedule, "n": args.n, "steps": args.steps,
         "beta": args.beta, "cost": args.cost, "precision": options.precision, "blocks": len(blocks),
-        "confirm_n": fresh.n, "confirm_seed": fresh.seed, "seconds_per_image": seconds, "flops_per_image": flops,
+        "confirm_n": checked.options.n, "confirm_seed": checked.options.seed, "seconds_per_image": seconds, "flops_per_image": flops,
         "planner": {"schedule": plan.schedule, "fd_ratio": plan.fd_ratio, "interval": plan.fd_ratio_interval,
                     "confirmed": plan.confirmed, "search_fd_ratio": plan.search_fd_ratio,
                     "rejected": len(plan.rejected), "speedup_wall": plan.speedup_wall,

@@ -366,11 +366,9 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
 
     chosen = min((m for m in search.measured.values() if m.meets), key=lambda m: key(m.plan))
     best, rejected, checked = chosen, [], None
-    passing = sorted((m.plan for m in search.measured.values() if m.meets and m.plan != base), key=key)
+    passing = search.passing(base, key)
     if options.confirm_n and passing:
-        fresh = replace(options, n=options.confirm_n, seed=options.seed + CONFIRM_SEED)
-        checked = Search(models, shape, judge, reference_images, fresh, blocks, flops, seconds,
-                         cap - search.images, search.reference_features)
+        checked = search.confirmation(cap - search.images)
         best, rejected = confirm(checked, base, passing)
     everything = search.measured[base]
     spent = time.perf_counter() - start
@@ -415,6 +413,17 @@ class Search:
         self.base_features = None
         self.measured: dict[tuple[str, ...], Measured] = {}
         self.images = 0
+
+    def confirmation(self, cap: int) -> Search:
+        """The same search on fresh noise (seed + CONFIRM_SEED), options.confirm_n images per plan, judged against
+        the same reference features, within ``cap`` images."""
+        fresh = replace(self.options, n=self.options.confirm_n, seed=self.options.seed + CONFIRM_SEED)
+        return Search(self.models, self.shape, self.judge, None, fresh, self.blocks, self.flops, self.seconds, cap,
+                      self.reference_features)
+
+    def passing(self, base: tuple[str, ...], key: Callable) -> list[tuple[str, ...]]:
+        """The plans measured to meet the budget, but ``base``, cheap to dear by ``key``."""
+        return sorted((m.plan for m in self.measured.values() if m.meets and m.plan != base), key=key)
 
     def affordable(self, plan: tuple[str, ...]) -> bool:
         return plan in self.measured or self.images + self.options.n <= self.cap

@@ -3,7 +3,6 @@ project's validated run beside ours."""
 
 from __future__ import annotations
 
-
 from phasediff.reproduce.paper import references
 from phasediff.reproduce.stages import Context, Stage
 from phasediff.reproduce.tables import (
