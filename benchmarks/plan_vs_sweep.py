@@ -2,7 +2,7 @@
 
     python benchmarks/plan_vs_sweep.py --model global=checkpoints/mnist/global \
         --model local=checkpoints/mnist/local-pos-r3 [--data mnist] [--judge CKPT] [--n 250] [--steps 32]
-        [--grid 0:1:0.1] [--beta 1.15] [--cost wall|flops] [--out FILE]
+        [--grid 0:1:0.1] [--beta 1.15] [--cost wall|flops] [--sweep-from FILE] [--out FILE]
 
 Runs `phasediff.diagnostics.planner.plan_schedule` (no cache), then samples every distinct plan of the
 single-window sweep (`sweep_plans`: all-reference, all-cheap, every window of the reference) from the same
@@ -13,18 +13,22 @@ both answers (schedule, paired FD ratio with its interval on the fresh samples, 
 FLOPs), the images each sampled, and cost_over_sweep (the planner's cost per image / the sweep's, by --cost;
 <= 1 when the planner is at least as good, < 1 possible because the planner also tries several windows and
 models per schedule) with within_10_percent. Its top-level schedule, models, reference and data make it a plan that
-benchmarks/plan_check.py checks on 5,000 fresh samples.
+benchmarks/plan_check.py checks on 5,000 fresh samples. The sweep does not depend on the planner: --sweep-from
+takes its section from an earlier run's JSON with the same settings (models, data, n, steps, grid, beta, cost,
+precision, confirmation) instead of sampling it again; its speed-ups are then that run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from phasediff.denoisers.schedule import build_member
 from phasediff.diagnostics.planner import (
+    CONFIRM_SEED,
     PlanOptions,
     Search,
     confirm,
@@ -53,8 +57,10 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=1.15)
     parser.add_argument("--cost", default="wall", choices=("wall", "flops"), help="what both minimise (default wall)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--sweep-from", type=Path, default=None, help="reuse the sweep of this earlier JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    earlier = None if args.sweep_from is None else json.loads(args.sweep_from.read_text())
     checkpoints = {entry.partition("=")[0]: Path(entry.partition("=")[2]) for entry in args.model}
     models, shape = load_models(checkpoints)
     from phasediff.denoisers.checkpoint import read_info
@@ -71,9 +77,43 @@ def main() -> None:
     plan_seconds = time.perf_counter() - start
     print(f"planner: {plan.schedule} ({plan_seconds:.0f} s); sweeping", file=sys.stderr)
 
+    settings = {"models": {m: str(p) for m, p in checkpoints.items()}, "reference": plan.reference, "data": data,
+                "n": args.n, "steps": args.steps, "grid": args.grid, "beta": args.beta, "cost": args.cost,
+                "precision": options.precision, "confirm_n": options.confirm_n,
+                "confirm_seed": options.seed + CONFIRM_SEED}
+    if earlier is None:
+        sweep = run_sweep(models, shape, judge, test_images, options, flops, seconds, plan.reference, per)
+    else:
+        differ = [k for k, v in settings.items() if k in earlier and earlier[k] != v]
+        if differ:
+            print(f"plan_vs_sweep: {args.sweep_from} was run with other {', '.join(differ)}", file=sys.stderr)
+            raise SystemExit(2)
+        sweep = earlier["sweep"]
+    speedup = f"speedup_{args.cost}"
+    cost_over_sweep = sweep[speedup] / getattr(plan, speedup)  # cost per image, planner's / sweep's
+    report = {
+        **settings, "schedule": plan.schedule, "blocks": len(plan.blocks), "seconds_per_image": seconds,
+        "flops_per_image": flops,
+        "planner": {"schedule": plan.schedule, "fd_ratio": plan.fd_ratio, "interval": plan.fd_ratio_interval,
+                    "confirmed": plan.confirmed, "search_fd_ratio": plan.search_fd_ratio,
+                    "rejected": len(plan.rejected), "speedup_wall": plan.speedup_wall,
+                    "speedup_flops": plan.speedup_flops, "images_sampled": plan.images_sampled,
+                    "seconds": plan_seconds, "evaluations": [m.to_dict() for m in plan.evaluations]},
+        "sweep": sweep, "sweep_from": None if args.sweep_from is None else str(args.sweep_from),
+        "cost_over_sweep": cost_over_sweep, "within_10_percent": cost_over_sweep <= 1.10,
+        "images_over_sweep": plan.images_sampled / sweep["images_sampled"]}
+    text = to_json(report, indent=1)
+    if args.out is not None:
+        write_atomic(args.out, lambda tmp: tmp.write_text(text + "\n"))
+    print(text)
+
+
+def run_sweep(models, shape, judge, test_images, options: PlanOptions, flops, seconds, reference, per) -> dict:
+    """Every plan of the single-window sweep on the planner's noise, its best confirmed on the planner's fresh
+    noise (cheapest first, with room for the whole bisection)."""
     blocks = make_blocks(options.grid, evaluation_times(options.steps, options.method))
-    plans = sorted(sweep_plans(blocks, list(models), plan.reference))
-    base = (plan.reference,) * len(blocks)
+    plans = sorted(sweep_plans(blocks, list(models), reference))
+    base = (reference,) * len(blocks)
     search = Search(models, shape, judge, test_images, options, blocks, flops, seconds, cap=len(plans) * options.n)
     start = time.perf_counter()
     search.measure(base, "reference")
@@ -81,38 +121,17 @@ def main() -> None:
         search.measure(p, "sweep")
 
     def key(p):
-        return blocks.cost(p, per), blocks.cost(p, {m: float(m == plan.reference) for m in models})
+        return blocks.cost(p, per), blocks.cost(p, {m: float(m == reference) for m in models})
 
     passing = search.passing(base, key)
     checked = search.confirmation((len(passing) + 1) * options.confirm_n)
     best, rejected = confirm(checked, base, passing)
-    sweep_seconds = time.perf_counter() - start
-    reference_cost = blocks.cost(base, per)
-    planner_cost = reference_cost / (plan.speedup_wall if args.cost == "wall" else plan.speedup_flops)
-    sweep_cost = blocks.cost(best.plan, per)
-    report = {
-        "models": {m: str(p) for m, p in checkpoints.items()}, "reference": plan.reference, "data": data,
-        "schedule": plan.schedule, "n": args.n, "steps": args.steps,
-        "beta": args.beta, "cost": args.cost, "precision": options.precision, "blocks": len(blocks),
-        "confirm_n": checked.options.n, "confirm_seed": checked.options.seed, "seconds_per_image": seconds, "flops_per_image": flops,
-        "planner": {"schedule": plan.schedule, "fd_ratio": plan.fd_ratio, "interval": plan.fd_ratio_interval,
-                    "confirmed": plan.confirmed, "search_fd_ratio": plan.search_fd_ratio,
-                    "rejected": len(plan.rejected), "speedup_wall": plan.speedup_wall,
-                    "speedup_flops": plan.speedup_flops, "images_sampled": plan.images_sampled,
-                    "seconds": plan_seconds},
-        "sweep": {"schedule": best.schedule, "fd_ratio": best.ratio["ratio"],
-                  "interval": [best.ratio["low"], best.ratio["high"]],
-                  "search_fd_ratio": search.measured[best.plan].ratio["ratio"], "rejected": len(rejected),
-                  "speedup_wall": blocks.cost(base, seconds) / blocks.cost(best.plan, seconds),
-                  "speedup_flops": blocks.cost(base, flops) / blocks.cost(best.plan, flops),
-                  "images_sampled": search.images + checked.images, "schedules": len(plans), "seconds": sweep_seconds},
-        "cost_over_sweep": planner_cost / sweep_cost,
-        "within_10_percent": planner_cost <= 1.10 * sweep_cost,
-        "images_over_sweep": plan.images_sampled / (search.images + checked.images)}
-    text = to_json(report, indent=1)
-    if args.out is not None:
-        write_atomic(args.out, lambda tmp: tmp.write_text(text + "\n"))
-    print(text)
+    return {"schedule": best.schedule, "fd_ratio": best.ratio["ratio"], "interval": [best.ratio["low"],
+            best.ratio["high"]], "search_fd_ratio": search.measured[best.plan].ratio["ratio"], "rejected": len(rejected),
+            "speedup_wall": blocks.cost(base, seconds) / blocks.cost(best.plan, seconds),
+            "speedup_flops": blocks.cost(base, flops) / blocks.cost(best.plan, flops),
+            "images_sampled": search.images + checked.images, "schedules": len(plans),
+            "seconds": time.perf_counter() - start}
 
 
 if __name__ == "__main__":

@@ -213,6 +213,25 @@ def test_the_confirmation_bisects_to_the_cheapest_plan_that_holds(first_pass):
     assert best.plan == ("base",) and [m.plan for m in rejected] == [("0",)]
 
 
+@pytest.mark.parametrize("start, first_pass", [(7, 5), (7, 8), (3, 0), (11, 12)])
+def test_the_confirmation_started_inside_the_list_still_finds_the_cheapest_that_holds(start, first_pass):
+    passing = [(str(k),) for k in range(12)]
+    best, _ = planner.confirm(FreshTrial(first_pass), ("base",), passing, start)
+    assert best.plan == (passing[first_pass] if first_pass < 12 else ("base",))
+    best, _ = planner.confirm(FreshTrial(first_pass, cap=2), ("base",), passing, start)  # room for one probe
+    assert best.plan == (passing[start] if first_pass <= start else ("base",))
+
+
+def test_the_first_probe_is_the_cheapest_pass_the_search_noise_hardly_explains():
+    def searched(*highs):
+        return [planner.Measured((str(k),), str(k), "verify", {"ratio": 1.0, "low": 0.9, "high": high}, 0.0, 0.0,
+                                 0.0, True) for k, high in enumerate(highs)]
+
+    assert planner.first_probe(searched(1.3, 1.2, 1.1, 1.05), 1.15) == 2  # cheap to dear: the first upper end <= beta
+    assert planner.first_probe(searched(1.3, 1.2, 1.25), 1.15) == 1  # none within: the lowest upper end
+    assert planner.first_probe([], 1.15) == 0
+
+
 def test_a_plan_that_holds_only_on_the_planning_noise_is_rejected(wiener, junk, digits):
     """The winner's curse in its extreme: a cheap model right on the search's batches of n and wrong on any other."""
     lucky = Only(wiener, junk, lambda t: torch.ones_like(t, dtype=torch.bool))

@@ -32,10 +32,12 @@ Search (screen, predict, verify):
 4. Confirm: the search picks the cheapest of many noisy measurements, so its winner's ratio is biased low
    (a Fashion-MNIST plan read 1.01 at n = 250 and 1.62 on 5,000 fresh samples). The plans measured to meet
    the budget are measured again, with all-reference, on fresh noise (seed + CONFIRM_SEED) at ``confirm``
-   images (default 2 n), cheapest first; when one fails, a bisection over the list (cheaper plans fail more
-   often) finds the cheapest that passes within the image cap. Its fresh measurement is the one reported;
-   with no plan confirmed the answer is all-reference (ratio 1 by construction). The search keeps
-   2 ``confirm`` images of the cap for the first confirmation.
+   images (default 2 n). The first probe is the cheapest plan whose search interval lies within the budget
+   (upper end <= beta: a pass the search's noise hardly explains; else the plan with the lowest upper end);
+   then a bisection over the list (cheaper plans fail more often) moves to cheaper plans while they pass and
+   dearer ones when one fails, within the image cap. Its fresh measurement is the one reported; with no plan
+   confirmed the answer is all-reference (ratio 1 by construction). The search keeps 2 ``confirm`` images of
+   the cap for the first confirmation, so even two models with their small cap get one robust probe.
 
 The answer is the cheapest schedule confirmed to meet the budget (all-reference always does: ratio 1). Why
 this search: in the measured sweeps (docs/hybrid-study.md) the excesses of substitutions at the two ends of
@@ -69,7 +71,7 @@ from phasediff.precision import autocast
 from phasediff.progress import progress
 from phasediff.sampling import SAMPLERS, sample
 
-PLANNER_VERSION = 2  # part of the cache key: bump when the search changes its answers
+PLANNER_VERSION = 3  # part of the cache key: bump when the search changes its answers
 CONFIRM_SEED = 7919  # offset of the confirmation's noise seed from the search's
 DEFAULT_BETA = 1.15
 DEFAULT_GRID = tuple(round(0.1 * k, 10) for k in range(11))
@@ -369,7 +371,8 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
     passing = search.passing(base, key)
     if options.confirm_n and passing:
         checked = search.confirmation(cap - search.images)
-        best, rejected = confirm(checked, base, passing)
+        best, rejected = confirm(checked, base, passing, first_probe([search.measured[p] for p in passing],
+                                                                     options.beta))
     everything = search.measured[base]
     spent = time.perf_counter() - start
     saved = everything.seconds - best.seconds
@@ -500,15 +503,22 @@ def verify(search: Search, ladder: list[tuple[tuple[str, ...], float]], allowed:
             scale = excess / predicted
 
 
-def confirm(checked: Search, base: tuple[str, ...], passing: Sequence[tuple[str, ...]]
+def first_probe(searched: Sequence[Measured], beta: float) -> int:
+    """Where the confirmation starts in ``searched`` (cheap to dear): the first whose interval's upper end meets
+    ``beta``, else the one with the lowest upper end (module docstring, step 4)."""
+    highs = [m.ratio["high"] for m in searched]
+    return next((i for i, high in enumerate(highs) if high <= beta), int(np.argmin(highs)) if highs else 0)
+
+
+def confirm(checked: Search, base: tuple[str, ...], passing: Sequence[tuple[str, ...]], start: int = 0
             ) -> tuple[Measured, list[Measured]]:
-    """(the cheapest of ``passing`` (cheap to dear) that meets the budget on ``checked``'s fresh noise, else
+    """(the cheapest of ``passing`` (cheap to dear) found to meet the budget on ``checked``'s fresh noise, else
     all-reference ``base``; the ones that failed there). All-reference is measured first (the pairing's base);
-    then the cheapest plan, and on failure a bisection of the list between the dearest failure and the cheapest
-    pass known (all-reference past its end), while the image cap allows (module docstring, step 4)."""
+    then ``passing[start]``, and a bisection of the list between the dearest failure and the cheapest pass known
+    (all-reference past its end), while the image cap allows (module docstring, step 4)."""
     checked.measure(base, "confirm")
     failed, good = -1, len(passing)  # passing[good] meets on fresh noise (len: all-reference); passing[failed] not
-    probe = 0
+    probe = start
     while good - failed > 1 and checked.affordable(passing[probe]):
         if checked.measure(passing[probe], "confirm").meets:
             good = probe
