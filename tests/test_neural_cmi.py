@@ -234,7 +234,7 @@ def test_committed_networks_serve_without_training(tmp_path, monkeypatch):
     images = (rng.standard_normal((1500, 7)) @ np.linalg.cholesky(cov).T).reshape(-1, 1, 1, 7).astype(np.float32)
     data = Dataset(images, None, "line")
     base = dict(epochs=1, test=500, val=200, net=NetConfig(width=16), components=2, specialise=20,
-                specialise_chain=True)
+                specialise_chain=True, specialise_everywhere=True)
     first = measure_cmi(data, [0.3, 0.6], [1], estimator="neural", site=(0, 3),
                         neural=settings_with(**base, cache=tmp_path / "cache"))
     settings = settings_with(**base, cache=tmp_path / "cache")
@@ -265,7 +265,7 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     ts, rs = [0.2, 0.5], [1, 2]
     exact = gaussian_cmi_grid(cov, ts, flat_partitions((1, 1, 7), [tripartition((1, 7), r, (0, 3)) for r in rs]))
     base = dict(epochs=6, test=1500, val=500, net=NetConfig(width=64), components=4, cache=tmp_path,
-                precision="bf16")
+                precision="bf16", specialise_everywhere=True)
     amortised = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings_with(**base))
     special = measure_cmi(data, ts, rs, estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=300))
     runs = special.details["specialised"]
@@ -292,6 +292,42 @@ def test_specialised_networks_fit_each_t_and_are_cached(tmp_path):
     assert np.all(np.abs(chained.cmi[:2] - exact) < np.maximum(0.02, 4 * chained.stderr[:2])), (chained.cmi, exact)
 
 
+def test_specialisation_is_spent_only_where_it_can_change_the_report(tmp_path, monkeypatch):
+    """By default no link trains at t = 1, at lower-bound t, or where the amortised CMI is far below the resolution
+    (independent pixels: exactly 0); the amortised network's estimate serves there, as with --specialise 0.
+    A resolved t (the line at t = 0.6, exact 0.029 at r = 1) is specialised, and so is every t < 1 with
+    specialise_everywhere. (The rule trusts the amortised network to read at least 1 / AMORTISED_SHORTFALL of the
+    exact value: one trained for a few steps reads 0 everywhere and would skip the line's t = 0.6 too.)"""
+    rng = np.random.default_rng(5)
+    noise = Dataset(rng.standard_normal((1500, 1, 1, 7)).astype(np.float32), None, "noise")
+    line = Dataset((rng.standard_normal((4000, 7)) @ np.linalg.cholesky(line_covariance()).T)
+                   .reshape(-1, 1, 1, 7).astype(np.float32), None, "line")
+    real, trained = neural_estimator.specialised_network, []
+
+    def recorded(start, head, standardise, splits, t, *args, **kwargs):
+        trained.append(t)
+        return real(start, head, standardise, splits, t, *args, **kwargs)
+
+    monkeypatch.setattr(neural_estimator, "specialised_network", recorded)
+    base = dict(epochs=1, test=500, val=200, net=NetConfig(width=16), components=2, cache=tmp_path,
+                specialise_chain=True)
+    ts = [0.2, 0.7, 1.0]
+    lean = measure_cmi(noise, ts, [1, 2], estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=20))
+    reasons = [link["reason"] for link in lean.details["specialised"]]
+    assert trained == [] and [link["specialised"] for link in lean.details["specialised"]] == [False] * 3
+    assert "lower bound" in reasons[0] and "far below the resolution" in reasons[1] and "pure noise" in reasons[2]
+    assert lean.details["lower_bound"][:, 0].tolist() == [True, False, False]
+    plain = measure_cmi(noise, ts, [1, 2], estimator="neural", site=(0, 3), neural=settings_with(**base, specialise=0))
+    np.testing.assert_array_equal(lean.cmi, plain.cmi)
+    measure_cmi(noise, ts, [1, 2], estimator="neural", site=(0, 3),
+                neural=settings_with(**base, specialise=20, specialise_everywhere=True))
+    assert trained == [0.7, 0.2]  # the chain, from the largest t < 1 down
+    trained.clear()
+    trained_enough = {**base, "epochs": 6, "test": 1500, "val": 500, "net": NetConfig(width=32), "specialise": 20}
+    resolved = measure_cmi(line, [0.6], [1], estimator="neural", site=(0, 3), neural=settings_with(**trained_enough))
+    assert trained == [0.6] and resolved.details["specialised"][0]["steps"] == 20
+
+
 def _links_validating_at(value):
     """`specialised_network` whose copies along a chain (not the first, not the retrained ones) report the
     validation cross-entropy ``value`` (None: their own)."""
@@ -314,7 +350,8 @@ def test_a_chain_link_no_better_than_the_amortised_network_or_memorising_is_retr
     rng = np.random.default_rng(4)
     images = (rng.standard_normal((2000, 7)) @ np.linalg.cholesky(line_covariance()).T).reshape(-1, 1, 1, 7)
     data = Dataset(images.astype(np.float32), None, "line")
-    base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60)
+    base = dict(epochs=2, test=500, val=300, net=NetConfig(width=32), components=2, cache=tmp_path, specialise=60,
+                specialise_everywhere=True)
     plain = measure_cmi(data, [0.2, 0.5], [1], estimator="neural", site=(0, 3), neural=settings_with(**base))
     real_val, real_gap, gap = (neural_estimator.validation_loss_at, neural_estimator.generalisation_gap,
                                neural_estimator.MEMORISATION_GAP)
@@ -366,7 +403,7 @@ def test_a_specialisation_runs_all_its_steps(tmp_path, monkeypatch):
     impatient = replace(TrainConfig(), epochs=1, eval_every=10, patience=1, specialise=150)
     result = measure_cmi(data, [0.3, 0.6], [1], estimator="neural", site=(0, 3),
                          neural=settings_with(train=impatient, test=500, val=300, net=NetConfig(width=32),
-                                              components=2, cache=tmp_path))
+                                              components=2, cache=tmp_path, specialise_everywhere=True))
     runs = result.details["specialised"]
     assert [run["steps"] for run in runs] == [150, 150] and len(specialisations) == 2
     for run, history in zip(runs, specialisations):

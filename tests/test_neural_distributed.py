@@ -23,7 +23,8 @@ from phasediff.regions import tripartition
 from test_neural_cmi import line_covariance
 
 TS, RS = [0.2, 0.5, 0.8], [1, 2]  # three t: in the split grid the first process takes two, the second one
-BASE = dict(epochs=6, test=1500, val=500, net=NetConfig(width=32), components=4, specialise=200)
+BASE = dict(epochs=6, test=1500, val=500, net=NetConfig(width=32), components=4, specialise=200,
+            specialise_everywhere=True)
 
 
 def line_data(n: int = 4000) -> Dataset:
@@ -91,7 +92,7 @@ def test_cmi_under_torchrun_reports_and_writes_on_the_first_process_alone(tmp_pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "phasediff.cli", "cmi", str(path), "--estimator", "neural", "--t", "0.3,0.6", "--epochs", "1",
            "--radii", "1,12", "--n-images", "1400",
-           "--specialise", "20", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+           "--specialise", "20", "--specialise-everywhere", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
            "--save-networks", str(tmp_path / "nets"), "--json"]
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -124,6 +124,10 @@ def _add_cmi(commands) -> None:
                         "t inherit every specialisation above); a copy that ends no better than the amortised "
                         "network at its t, or that memorises the training images, is retrained from it and replaced "
                         "unless the retrained one validates worse (default: on)")
+    neural.add_argument("--specialise-everywhere", action="store_true",
+                        help="specialise at every t < 1, also where the estimates are lower bounds anyway and where "
+                        "the amortised network puts every radius far below the resolution (by default the amortised "
+                        "network serves there: the same bounds, looser, at a fraction of the time)")
     neural.add_argument("--pool", type=int, default=0, help="also train on every site within K pixels of A "
                         "(shared weights, told the shift; evaluation at A): more targets per image (default 0)")
     neural.add_argument("--train-precision", default="auto", choices=PRECISIONS,
@@ -574,7 +578,8 @@ def _neural_settings(args):
     return settings_with(head=args.head, epochs=epochs, budget=args.budget, cache=cache, committed=committed_root(),
                          specialise=specialise, specialise_chain=bool(specialise and args.specialise_chain),
                          precision=resolve_precision(args.train_precision, device.split(":")[0]), device=device,
-                         net=NetConfig(pool=args.pool) if args.pool else None)
+                         net=NetConfig(pool=args.pool) if args.pool else None,
+                         specialise_everywhere=args.specialise_everywhere or None)
 
 
 def cmd_cmi(args) -> None:

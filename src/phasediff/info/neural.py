@@ -23,6 +23,12 @@ ignore context that matters at lower t), or it memorises the training images (it
 ends more than MEMORISATION_GAP above its training loss, as at t <= 0.1 on 48,000 MNIST images). Then a copy
 is also trained from the amortised network, and it replaces the chained one unless it validates worse.
 
+Specialisation is spent only where it can change what is reported (unless ``specialise_everywhere``): not at
+t = 1 (pure noise), not where the estimates are lower bounds anyway (`lower_bound_times`: the amortised
+network's bound serves), and not where the amortised network puts every radius so far below the resolution
+that even AMORTISED_SHORTFALL times its upper reading, max_r (mean + 2 stderr) of I_t(A:C|B_r), stays under
+RESOLUTION_FLOOR (the amortised network reads at least 43% of the exact CMI in the validation runs).
+
 Under ``torchrun`` the amortised network and the links of the chain (sequential in t) train data-parallel on
 every process (neural_train), while independent links (no chain, or no specialisation) split the t grid: process k
 takes the t indices k, k + world, ..., and the cross-entropies are gathered on every process. A network in the cache
@@ -62,6 +68,7 @@ RESOLUTION_FLOOR = 0.005  # nats: the absolute tolerance of benchmarks/neural_cm
 # validated mode reads 49-66% of the exact CMI at r <= 2 on the MNIST-fitted mixture at 60,000 images (t = 0.1, 0.2;
 # 84-98% at t >= 0.3: docs/data/validation-gmm-chain5000-n60000.json): there its estimates are lower bounds.
 SHARP_SNR = 1.0
+AMORTISED_SHORTFALL = 2.5  # exact / amortised estimate, at most: 1 / 0.43, the lowest ratio measured, rounded up
 MEMORISATION_GAP = 0.02  # nats of validation cross-entropy above the training loss at a link's best step
 TEST_NOISE_SEED = 1  # offset from the run's seed of the generator of the test images' noise draws
 CACHE_VERSION = 2
@@ -84,6 +91,7 @@ class NeuralSettings:
     cache: Path | None = None
     device: str = "cpu"
     committed: Path | None = None  # committed networks (`committed_root`), read before training; None: never
+    specialise_everywhere: bool = False  # also at lower-bound t and where the amortised CMI is far below resolution
 
 
 def choose_head(images: np.ndarray, head: str, components: int):
@@ -299,12 +307,17 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     config, (rank, size) = settings.train, world()
     chained = bool(config.specialise and config.specialise_chain)
     order = sorted(range(len(ts)), key=lambda k: -float(ts[k])) if chained else range(rank, len(ts), size)
+    needless = needless_links(net, head, standardise, splits, ts, settings, seed) if config.specialise else {}
     found, start, chain = {}, net, ()
     for k in order:
         t = float(ts[k])
         special, history = net, None
-        if config.specialise and t >= 1:  # x_1 is the noise alone: every CMI is 0; the amortised network serves
-            history = {"t": t, "specialised": False, "reason": "t = 1: pure noise"}
+        if k in needless:
+            reason, amortised = needless[k]
+            history = {"t": t, "specialised": False, "reason": reason}
+            if amortised is not None:
+                found[k] = (*amortised, history)
+                continue
         elif config.specialise:
             special, meta = specialised_network(start, head, standardise, splits, t, settings, key, seed, chain)
             restart = {}
@@ -333,6 +346,32 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
         found = {k: part[k] for part in gathered_objects(found, (rank, size)) for k in part}
     val, test, histories = zip(*(found[k] for k in range(len(ts))))
     return np.concatenate(val), np.concatenate(test, 1), list(histories) if config.specialise else []
+
+
+def needless_links(net, head, standardise, splits, ts, settings: NeuralSettings, seed: int) -> dict:
+    """{t index: (why the amortised network serves there, its (validation, test) cross-entropies or None)} for the
+    t where specialising cannot change what is reported (module docstring): t = 1, lower-bound t, and t where
+    AMORTISED_SHORTFALL x max_r (mean + 2 stderr) of the amortised CMI < RESOLUTION_FLOOR."""
+    out = {k: ("t = 1: pure noise", None) for k, t in enumerate(ts) if float(t) >= 1}
+    if settings.specialise_everywhere:
+        return out
+    bounds = lower_bound_times(ts, standardise.sigma, specialised=True)
+    out.update({k: ("lower bound: the amortised network's serves", None) for k in range(len(ts))
+                if bounds[k] and k not in out})
+    rest = [k for k in range(len(ts)) if k not in out]
+    if not rest:
+        return out
+    picked = [float(ts[k]) for k in rest]
+    val = test_nll(net, head, standardise, splits[1], picked, 1, seed + 2).mean(0)
+    test = test_nll(net, head, standardise, splits[2], picked, settings.draws, seed + TEST_NOISE_SEED)
+    for j, k in enumerate(rest):
+        nll = test[:, j, best_nested(val[j][None])[0]]
+        stats = paired_statistics(nll[:, 1:-1] - nll[:, -1:], 1, seed)  # radii 1 .. n_rings - 1 against B u C
+        ceiling = float((stats["mean"] + 2 * stats["stderr"]).max())
+        if AMORTISED_SHORTFALL * ceiling < RESOLUTION_FLOOR:
+            out[k] = (f"far below the resolution: {AMORTISED_SHORTFALL:g} x {ceiling:.2g} < {RESOLUTION_FLOOR:g}",
+                      (val[j][None], test[:, j:j + 1]))
+    return out
 
 
 def held_out_draw(images: np.ndarray, settings: NeuralSettings, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
