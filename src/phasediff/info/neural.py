@@ -352,11 +352,11 @@ def needless_links(net, head, standardise, splits, ts, settings: NeuralSettings,
     """{t index: (why the amortised network serves there, its (validation, test) cross-entropies or None)} for the
     t where specialising cannot change what is reported (module docstring): t = 1, lower-bound t, and t where
     AMORTISED_SHORTFALL x max_r (mean + 2 stderr) of the amortised CMI < RESOLUTION_FLOOR."""
-    out = {k: ("t = 1: pure noise", None) for k, t in enumerate(ts) if float(t) >= 1}
+    out = {k: ("pure noise", None) for k, t in enumerate(ts) if float(t) >= 1}
     if settings.specialise_everywhere:
         return out
     bounds = lower_bound_times(ts, standardise.sigma, specialised=True)
-    out.update({k: ("lower bound: the amortised network's serves", None) for k in range(len(ts))
+    out.update({k: ("a lower bound anyway", None) for k in range(len(ts))
                 if bounds[k] and k not in out})
     rest = [k for k in range(len(ts)) if k not in out]
     if not rest:
@@ -369,7 +369,7 @@ def needless_links(net, head, standardise, splits, ts, settings: NeuralSettings,
         stats = paired_statistics(nll[:, 1:-1] - nll[:, -1:], 1, seed)  # radii 1 .. n_rings - 1 against B u C
         ceiling = float((stats["mean"] + 2 * stats["stderr"]).max())
         if AMORTISED_SHORTFALL * ceiling < RESOLUTION_FLOOR:
-            out[k] = (f"far below the resolution: {AMORTISED_SHORTFALL:g} x {ceiling:.2g} < {RESOLUTION_FLOOR:g}",
+            out[k] = (f"far below the resolution ({AMORTISED_SHORTFALL:g} x {ceiling:.2g} < {RESOLUTION_FLOOR:g})",
                       (val[j][None], test[:, j:j + 1]))
     return out
 

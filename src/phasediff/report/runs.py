@@ -64,8 +64,9 @@ def specialised_links_table(links: list[dict]) -> list[str]:
     rows = [link for link in links if "best_step" in link]
     if not rows:
         return []
-    lines = [f"{link['t']:8.3g} the amortised network: {link['reason']}" for link in links if "reason" in link]
-    lines.insert(0, "specialised links: t, steps, best step, validation cross-entropy, gap, retrained")
+    lines = ["specialised links: t, steps, best step, validation cross-entropy, gap, retrained"]
+    lines += [f"{link['t']:8.3g} none: the amortised network serves, {link['reason']}" for link in links
+              if "reason" in link]
     for link in rows:
         gap = "-" if link["generalisation_gap"] is None else f"{link['generalisation_gap']:+.4f}"
         restart = link.get("restart") or {}
