@@ -85,13 +85,19 @@ def run(stage: Stage, ctx: Context, work: Path) -> dict:
 
 
 def workload(stage: Stage) -> dict:
-    """Training steps and held-out evaluations (image x t) of the neural estimator; nothing for the others."""
+    """Training steps and held-out evaluations (image x t) of the neural estimator; nothing for the others. Links
+    are counted at every t < 1 whose estimates are not lower bounds (`needless_links` may skip more: an upper
+    estimate), each evaluated twice (the amortised network first)."""
     s, p = stage.settings, stage.settings["profile"]
     if p["estimator"] != "neural":
         return {}
     from phasediff.data.registry import load_dataset
+    from phasediff.info.neural import lower_bound_times
 
-    n = len(load_dataset(s["spec"], n=s["n"], seed=s["seed"]))
+    data = load_dataset(s["spec"], n=s["n"], seed=s["seed"])
+    n = len(data)
     test, val = min(p["test"], n // 5), min(p["val"], n // 10)
-    steps = p["epochs"] * max(1, (n - test - val) // 128) + p["specialise"] * sum(t < 1 for t in s["t"])
-    return {"cmi": {"steps": steps, "evaluations": (test + val) * len(s["t"])}}
+    bounds = lower_bound_times(s["t"], float(data.images.std()), specialised=True)
+    links = sum(t < 1 and not bound for t, bound in zip(s["t"], bounds)) if p["specialise"] else 0
+    steps = p["epochs"] * max(1, (n - test - val) // 128) + p["specialise"] * links
+    return {"cmi": {"steps": steps, "evaluations": (test + val) * (len(s["t"]) + links)}}
