@@ -1,7 +1,8 @@
 """Acceptance validation of the neural CMI estimator against exact ground truth.
 
     python benchmarks/neural_cmi_validation.py [--cases grf,gmm,gmm2] [--n 60000] [--epochs 4] [--budget S]
-        [--specialise STEPS [--chain]] [--precision fp32|bf16|auto] [--net K=V,...] [--t 0.1,0.2] [--cache DIR]
+        [--specialise STEPS [--chain]] [--everywhere] [--precision fp32|bf16|auto] [--net K=V,...] [--t 0.1,0.2]
+        [--cache DIR]
 
 Each model's samples are written to an .npz file and read back as a user dataset, so the estimator knows
 nothing but the samples. grf:L=27,ell=3 (closed form) and the MNIST-fitted mixture
@@ -136,6 +137,8 @@ def main() -> None:
                         f"at each t alone (default {VALIDATED_SPECIALISE}, `phasediff cmi`'s; 0: amortised only)")
     parser.add_argument("--chain", action=argparse.BooleanOptionalAction, default=True,
                         help="specialise from the largest t down, chained (default: on, as `phasediff cmi`)")
+    parser.add_argument("--everywhere", action="store_true", help="specialise at every t < 1, as "
+                        "--specialise-everywhere (default: only where it can change the report)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="of the training passes (default "
                         "auto, as `phasediff cmi`)")
     parser.add_argument("--net", default="", help="network sizes, e.g. blocks=0,width=128 or pool=1")
@@ -152,10 +155,10 @@ def main() -> None:
     args.precision = resolve_precision(args.precision)
     sizes = {k: type(getattr(NetConfig(), k))(v) for k, v in (kv.split("=") for kv in args.net.split(",") if kv)}
     settings = settings_with(epochs=args.epochs, budget=args.budget, specialise=args.specialise,
-                             specialise_chain=args.chain,
+                             specialise_chain=args.chain, specialise_everywhere=args.everywhere or None,
                              precision=args.precision, net=NetConfig(**sizes), cache=args.cache)
     report = {"settings": {"n": args.n, "mc": args.mc, "train": settings.train.to_dict(),
-                           "net": settings.net.to_dict()}}
+                           "net": settings.net.to_dict(), "everywhere": args.everywhere}}
     rank, _ = world()
     with tempfile.TemporaryDirectory() as folder:
         for name in args.cases.split(","):
