@@ -203,16 +203,19 @@ def test_log_lists_each_specialised_link_with_its_gap_and_restart():
     links = [{"t": 0.1, "steps": 5000, "best_step": 4200, "best_val": 0.1234, "generalisation_gap": 0.031,
               "restart": {"reason": "memorises", "restarted": True}},
              {"t": 0.5, "steps": 5000, "best_step": 0, "best_val": 0.7, "generalisation_gap": None, "restart": {}},
-             {"t": 1.0, "specialised": False, "reason": "t = 1: pure noise"}]
-    result = CMIResult(t=[0.1, 0.5, 1.0], r=[1], cmi=np.zeros((3, 1)), stderr=None, estimator="neural",
+             {"t": 1.0, "specialised": False, "reason": "pure noise"},
+             {"t": 0.05, "specialised": False, "reason": "a lower bound anyway"}]
+    result = CMIResult(t=[0.1, 0.5, 1.0, 0.05], r=[1], cmi=np.zeros((4, 1)), stderr=None, estimator="neural",
                        dataset="x", site=(0, 0), patch=1, region_sizes=[], seconds=1.0,
                        details={"specialised": links})
     lines = cmi_table(result).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("specialised links"))
-    assert len(lines) == start + 3  # t = 1 keeps the amortised network: no line
-    assert lines[start + 1].split()[:5] == ["0.1", "5000", "4200", "0.1234", "+0.0310"]
-    assert "memorises: kept the retrained copy" in lines[start + 1]
-    assert lines[start + 2].split()[3:] == ["0.7000", "-", "no"]
+    assert len(lines) == start + 5  # one line per t, in increasing t
+    assert lines[start + 1].split()[0] == "0.05" and lines[start + 1].endswith("serves, a lower bound anyway")
+    assert lines[start + 2].split()[:5] == ["0.1", "5000", "4200", "0.1234", "+0.0310"]
+    assert "memorises: kept the retrained copy" in lines[start + 2]
+    assert lines[start + 3].split()[3:] == ["0.7000", "-", "no"]
+    assert lines[start + 4].split()[0] == "1" and lines[start + 4].endswith("serves, pure noise")
     assert "specialised links" not in cmi_table(CMIResult(**{**result.__dict__, "details": {}}))
 
 

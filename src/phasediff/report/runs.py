@@ -59,15 +59,16 @@ def cmi_table(result: CMIResult) -> str:
 
 
 def specialised_links_table(links: list[dict]) -> list[str]:
-    """One line per specialised copy of the neural network: its steps, best step, validation cross-entropy,
-    generalisation gap (validation minus training loss at the best step) and why a chain link was retrained."""
-    rows = [link for link in links if "best_step" in link]
-    if not rows:
+    """One line per t of a specialised run, in increasing t: a link's steps, best step, validation cross-entropy,
+    generalisation gap (validation minus training loss at the best step) and why a chain link was retrained, or
+    why the amortised network serves at that t."""
+    if not any("best_step" in link for link in links):
         return []
     lines = ["specialised links: t, steps, best step, validation cross-entropy, gap, retrained"]
-    lines += [f"{link['t']:8.3g} none: the amortised network serves, {link['reason']}" for link in links
-              if "reason" in link]
-    for link in rows:
+    for link in sorted(links, key=lambda link: link["t"]):
+        if "best_step" not in link:
+            lines.append(f"{link['t']:8.3g} none: the amortised network serves, {link.get('reason', 'no link')}")
+            continue
         gap = "-" if link["generalisation_gap"] is None else f"{link['generalisation_gap']:+.4f}"
         restart = link.get("restart") or {}
         retrained = ("no" if not restart.get("reason") else
