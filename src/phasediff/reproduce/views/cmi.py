@@ -56,8 +56,10 @@ PROFILE_TEXT = {  # label and caveat of each profile of steps.cmi.PROFILES
     "neural-amortised": ("neural estimator, amortised network, 4 epochs, 10,000 test images (docs/cmi-study.md)",
                          AMORTISED_CAVEAT),
     "neural-validated": (
-        "neural estimator, validated mode: the amortised network, then a copy specialised 5,000 steps at each t, "
-        "chained from the largest t down (--specialise 5000 --specialise-chain)", VALIDATED_CAVEAT),
+        "neural estimator, validated mode: the amortised network, then a copy specialised 5,000 steps at each t "
+        "where that can change the report (not at the lower-bound t, nor where the amortised network reads far "
+        "below the resolution), chained from the largest such t down (--specialise 5000 --specialise-chain)",
+        VALIDATED_CAVEAT),
     "gaussian": (
         "Gaussian estimator: log-det formula on the covariance of the noised images + ridge 1e-4, Wishart-bias "
         "corrected, jackknife standard errors",
