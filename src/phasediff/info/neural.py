@@ -300,8 +300,8 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     with specialise_chain, from the largest t down, each copy starting from the previous one; a copy that
     ends no better than the amortised network at its t, on the validation images, or that memorises, is
     trained again from the amortised network, the retrained copy is kept unless it validates worse, and the
-    chain goes on from the one kept). At t = 1 (pure noise) the amortised network serves: the chain starts
-    at the largest t below 1. Under torchrun every process trains every link of the chain together; without the
+    chain goes on from the one kept). Where a link cannot change the report (`needless_links`: t = 1, lower-bound
+    t, t far below the resolution) the amortised network serves: the chain starts at the largest t that needs one. Under torchrun every process trains every link of the chain together; without the
     chain process k takes the t indices k, k + world, ..., and the results are gathered on every process."""
     x_val, x_test = splits[1], splits[2]
     config, (rank, size) = settings.train, world()
