@@ -301,8 +301,9 @@ def cross_entropies(net, head, standardise, splits, ts, settings: NeuralSettings
     ends no better than the amortised network at its t, on the validation images, or that memorises, is
     trained again from the amortised network, the retrained copy is kept unless it validates worse, and the
     chain goes on from the one kept). Where a link cannot change the report (`needless_links`: t = 1, lower-bound
-    t, t far below the resolution) the amortised network serves: the chain starts at the largest t that needs one. Under torchrun every process trains every link of the chain together; without the
-    chain process k takes the t indices k, k + world, ..., and the results are gathered on every process."""
+    t, t far below the resolution) the amortised network serves: the chain starts at the largest t that needs
+    one. Under torchrun every process trains every link of the chain together; without the chain process k
+    takes the t indices k, k + world, ..., and the results are gathered on every process."""
     x_val, x_test = splits[1], splits[2]
     config, (rank, size) = settings.train, world()
     chained = bool(config.specialise and config.specialise_chain)
