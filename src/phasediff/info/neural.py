@@ -365,10 +365,11 @@ def needless_links(net, head, standardise, splits, ts, settings: NeuralSettings,
     picked = [float(ts[k]) for k in rest]
     val = test_nll(net, head, standardise, splits[1], picked, 1, seed + 2).mean(0)
     test = test_nll(net, head, standardise, splits[2], picked, settings.draws, seed + TEST_NOISE_SEED)
+    _, nll = nested_cross_entropies(val, test)
+    stats = paired_statistics(nll[:, :, 1:-1] - nll[:, :, -1:], 1, seed)  # radii 1 .. n_rings - 1 against B u C
+    ceilings = (stats["mean"] + 2 * stats["stderr"]).max(1)
     for j, k in enumerate(rest):
-        nll = test[:, j, best_nested(val[j][None])[0]]
-        stats = paired_statistics(nll[:, 1:-1] - nll[:, -1:], 1, seed)  # radii 1 .. n_rings - 1 against B u C
-        ceiling = float((stats["mean"] + 2 * stats["stderr"]).max())
+        ceiling = float(ceilings[j])
         if AMORTISED_SHORTFALL * ceiling < RESOLUTION_FLOOR:
             out[k] = (f"far below the resolution ({AMORTISED_SHORTFALL:g} x {ceiling:.2g} < {RESOLUTION_FLOOR:g})",
                       (val[j][None], test[:, j:j + 1]))
@@ -410,6 +411,13 @@ def best_nested(val_nll: np.ndarray) -> np.ndarray:
         better = val_nll[:, r] < val_nll[np.arange(len(val_nll)), prev]
         chosen[:, r] = np.where(better, r, prev)
     return chosen
+
+
+def nested_cross_entropies(val_nll: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(s(t, r) of `best_nested` (T, D + 1), the per-image test cross-entropies (n, T, D + 1) of those models):
+    the estimates of H_t(A|B_r) at index r and of H_t(A|B u C) at the last."""
+    chosen = best_nested(val_nll)
+    return chosen, np.take_along_axis(nll, chosen[None], 2)
 
 
 def paired_statistics(diff: np.ndarray, resamples: int, seed: int) -> dict:
@@ -456,8 +464,7 @@ def neural_cmi(data: Dataset, ts, radii, site: tuple[int, int], patch: int, sett
     net, head, standardise, splits, meta = fit_network(data, geometry, settings, seed)
     fitted = time.perf_counter() - start
     val_nll, nll, specialised = cross_entropies(net, head, standardise, splits, ts, settings, meta["key"], seed)
-    chosen = best_nested(val_nll)
-    nll = np.take_along_axis(nll, chosen[None], 2)
+    chosen, nll = nested_cross_entropies(val_nll, nll)
     full = geometry.n_rings
     diff = nll[:, :, list(radii)] - nll[:, :, full:]
     stats = paired_statistics(diff, settings.bootstrap, seed)
