@@ -31,6 +31,7 @@ from phasediff.diagnostics.planner import (
     CONFIRM_SEED,
     PlanOptions,
     Search,
+    cheap_first,
     confirm,
     evaluation_times,
     make_blocks,
@@ -60,7 +61,11 @@ def main() -> None:
     parser.add_argument("--sweep-from", type=Path, default=None, help="reuse the sweep of this earlier JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
-    earlier = None if args.sweep_from is None else json.loads(args.sweep_from.read_text())
+    try:
+        earlier = None if args.sweep_from is None else json.loads(args.sweep_from.read_text())
+    except (OSError, ValueError) as error:
+        print(f"plan_vs_sweep: cannot read --sweep-from {args.sweep_from}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     checkpoints = {entry.partition("=")[0]: Path(entry.partition("=")[2]) for entry in args.model}
     models, shape = load_models(checkpoints)
     from phasediff.denoisers.checkpoint import read_info
@@ -119,11 +124,7 @@ def run_sweep(models, shape, judge, test_images, options: PlanOptions, flops, se
     search.measure(base, "reference")
     for p in plans:
         search.measure(p, "sweep")
-
-    def key(p):
-        return blocks.cost(p, per), blocks.cost(p, {m: float(m == reference) for m in models})
-
-    passing = search.passing(base, key)
+    passing = search.passing(base, cheap_first(blocks, per, reference))
     checked = search.confirmation((len(passing) + 1) * options.confirm_n)
     best, rejected = confirm(checked, base, passing)
     return {"schedule": best.schedule, "fd_ratio": best.ratio["ratio"], "interval": [best.ratio["low"],

@@ -344,10 +344,7 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
                              f"the {sweep}-schedule sweep); plan more steps over a finer grid, confirm on fewer "
                              "images, or run hybrid-sweep")
     per = flops if options.cost == "flops" else seconds
-    steps_of_reference = {m: float(m == reference) for m in names}
-
-    def key(plan):  # cheaper first; at equal cost, fewer steps of the reference
-        return blocks.cost(plan, per), blocks.cost(plan, steps_of_reference)
+    key = cheap_first(blocks, per, reference)
 
     search = Search(models, shape, judge, reference_images, options, blocks, flops, seconds, cap - reserve)
 
@@ -398,6 +395,12 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
         sensitivities={f"[{lo:g}, {hi:g}]": {name: 1.0 + excess[k, name] for name in names if name != reference}
                        for k, (lo, hi) in enumerate(blocks.edges)},
         evaluations=list(search.measured.values()) + (list(checked.measured.values()) if checked else []))
+
+
+def cheap_first(blocks: Blocks, per: Mapping[str, float], reference: str) -> Callable:
+    """The sort key of plans: cost per image by ``per``, then (at equal cost) fewer steps of ``reference``."""
+    steps_of_reference = {m: float(m == reference) for m in per}
+    return lambda plan: (blocks.cost(plan, per), blocks.cost(plan, steps_of_reference))
 
 
 def _ratio(a: float, b: float) -> float:
