@@ -125,7 +125,7 @@ def run_sweep(models, shape, judge, test_images, options: PlanOptions, flops, se
     for p in plans:
         search.measure(p, "sweep")
     passing = search.passing(base, cheap_first(blocks, per, reference))
-    checked = search.confirmation((len(passing) + 1) * options.confirm_n)
+    checked = search.confirmation((len(passing) + 1) * options.confirm_n, options.confirm_n)
     best, rejected = confirm(checked, base, passing)
     return {"schedule": best.schedule, "fd_ratio": best.ratio["ratio"], "interval": [best.ratio["low"],
             best.ratio["high"]], "search_fd_ratio": search.measured[best.plan].ratio["ratio"], "rejected": len(rejected),

@@ -222,6 +222,15 @@ def test_the_confirmation_started_inside_the_list_still_finds_the_cheapest_that_
     assert best.plan == (passing[start] if first_pass <= start else ("base",))
 
 
+def test_the_confirmation_keeps_room_to_step_past_its_first_probe():
+    assert planner.confirmation_size(PlanOptions(n=250), left=2_000) == 500  # 2 n, three plans fit
+    assert planner.confirmation_size(PlanOptions(n=250), left=1_166) == 388  # two models' small cap: fewer each
+    assert planner.confirmation_size(PlanOptions(n=250, confirm=300), left=1_166) == 300  # asked for: as asked
+    passing = [(str(k),) for k in range(12)]
+    best, _ = planner.confirm(FreshTrial(0, cap=3), ("base",), passing, 1)  # the probe holds, one step cheaper too
+    assert best.plan == ("0",)
+
+
 def test_the_first_probe_is_the_cheapest_pass_the_search_noise_hardly_explains():
     def searched(*highs):
         return [planner.Measured((str(k),), str(k), "verify", {"ratio": 1.0, "low": 0.9, "high": high}, 0.0, 0.0,
@@ -242,6 +251,8 @@ def test_a_plan_that_holds_only_on_the_planning_noise_is_rejected(wiener, junk, 
     assert plan.rejected and all(r["search_fd_ratio"] <= OPTIONS.beta < r["fd_ratio"] for r in plan.rejected)
     assert plan.rejected[0]["schedule"] == "lucky"  # the search's choice: every step to the cheap model
     assert plan.images_sampled <= plan.max_images
+    searched = sum(OPTIONS.n for m in plan.evaluations if m.phase != "confirm")
+    assert plan.confirm_n == min(2 * OPTIONS.n, (plan.max_images - searched) // 3)  # room for three plans
 
 
 def test_the_plan_replays_through_the_sampler(three, digits):

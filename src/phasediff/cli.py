@@ -348,7 +348,8 @@ def _add_plan(commands) -> None:
     plan.add_argument("--n", type=int, default=250, help="samples per schedule (default 250)")
     plan.add_argument("--confirm", type=int, default=None, help="samples on which the search's choice is measured "
                       "again from fresh noise, stepping back to dearer schedules that met the budget when it fails "
-                      "(default 2 x --n; 0: take the search's choice unconfirmed, biased low)")
+                      "(default 2 x --n, or fewer so that what the search left of the image cap holds all-reference and two "
+                      "schedules; 0: take the search's choice unconfirmed, biased low)")
     plan.add_argument("--grid", default="0:1:0.1", help="block edges from 0 to 1, list or A:B:STEP "
                       "(default 0:1:0.1)")
     plan.add_argument("--cost", default="flops", choices=("flops", "wall"), help="what cheapest means: FLOPs, or "

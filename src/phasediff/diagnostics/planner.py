@@ -32,12 +32,15 @@ Search (screen, predict, verify):
 4. Confirm: the search picks the cheapest of many noisy measurements, so its winner's ratio is biased low
    (a Fashion-MNIST plan read 1.01 at n = 250 and 1.62 on 5,000 fresh samples). The plans measured to meet
    the budget are measured again, with all-reference, on fresh noise (seed + CONFIRM_SEED) at ``confirm``
-   images (default 2 n). The first probe is the cheapest plan whose search interval lies within the budget
-   (upper end <= beta: a pass the search's noise hardly explains; else the plan with the lowest upper end);
-   then a bisection over the list (cheaper plans fail more often) moves to cheaper plans while they pass and
-   dearer ones when one fails, within the image cap. Its fresh measurement is the one reported; with no plan
-   confirmed the answer is all-reference (ratio 1 by construction). The search keeps 2 ``confirm`` images of
-   the cap for the first confirmation, so even two models with their small cap get one robust probe.
+   images per plan. The first probe is the cheapest plan whose search interval lies within the budget (upper
+   end <= beta: a pass the search's noise hardly explains; else the plan with the lowest upper end); then a
+   bisection over the list (cheaper plans fail more often) moves to cheaper plans while they pass and dearer
+   ones when one fails, within the image cap. Its fresh measurement is the one reported; with no plan
+   confirmed the answer is all-reference (ratio 1 by construction). The search keeps 4 n images of the cap
+   for the confirmation; by default (`confirmation_size`) each plan there gets 2 n images, or fewer so that
+   all-reference, the first probe and one step of the bisection fit in what the search left (at least 4/3 n
+   each): with two models and their small cap one robust probe could only confirm the plan it started at,
+   never step to the cheaper plan the search had also passed.
 
 The answer is the cheapest schedule confirmed to meet the budget (all-reference always does: ratio 1). Why
 this search: in the measured sweeps (docs/hybrid-study.md) the excesses of substitutions at the two ends of
@@ -71,7 +74,7 @@ from phasediff.precision import autocast
 from phasediff.progress import progress
 from phasediff.sampling import SAMPLERS, sample
 
-PLANNER_VERSION = 3  # part of the cache key: bump when the search changes its answers
+PLANNER_VERSION = 4  # part of the cache key: bump when the search changes its answers
 CONFIRM_SEED = 7919  # offset of the confirmation's noise seed from the search's
 DEFAULT_BETA = 1.15
 DEFAULT_GRID = tuple(round(0.1 * k, 10) for k in range(11))
@@ -96,10 +99,11 @@ class PlanOptions:
     confident: bool = False
     max_images: int | None = None
     rounds: int = 200  # bootstrap rounds of each paired ratio
-    confirm: int | None = None  # images per confirmation on fresh noise (None: 2 n; 0: no confirmation)
+    confirm: int | None = None  # images per plan confirmed on fresh noise (None: `confirmation_size`; 0: none)
 
     @property
     def confirm_n(self) -> int:
+        """The most images per confirmed plan: ``confirm``, by default 2 n."""
         return 2 * self.n if self.confirm is None else self.confirm
 
     def check(self) -> None:
@@ -337,7 +341,7 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
     sweep = len(sweep_plans(blocks, names, reference))
     cap = options.max_images if options.max_images is not None else sweep * options.n // 3
     screen = 1 + len(blocks) * (len(names) - 1)
-    reserve = 2 * options.confirm_n  # all-reference and the search's choice on fresh noise
+    reserve = 2 * options.confirm_n  # for the confirmation: all-reference and at least one plan, on fresh noise
     if screen * options.n + reserve > cap:
         raise PhasediffError(f"screening {len(blocks)} blocks of {len(names)} models takes {screen} schedules of "
                              f"{options.n} images, and confirming {reserve} more, over the cap of {cap} (a third of "
@@ -367,7 +371,7 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
     best, rejected, checked = chosen, [], None
     passing = search.passing(base, key)
     if options.confirm_n and passing:
-        checked = search.confirmation(cap - search.images)
+        checked = search.confirmation(cap - search.images, confirmation_size(options, cap - search.images))
         best, rejected = confirm(checked, base, passing, first_probe([search.measured[p] for p in passing],
                                                                      options.beta))
     everything = search.measured[base]
@@ -384,7 +388,8 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
         seconds_per_image=seconds, images_sampled=search.images + (checked.images if checked else 0),
         schedules_sampled=len(search.measured) + (len(checked.measured) if checked else 0),
         confirmed=best.plan == base or (checked is not None and best.plan in checked.measured),
-        confirm_n=options.confirm_n, confirm_seed=None if checked is None else checked.options.seed,
+        confirm_n=options.confirm_n if checked is None else checked.options.n,
+        confirm_seed=None if checked is None else checked.options.seed,
         search_fd_ratio=search.measured[best.plan].ratio["ratio"],
         search_fd_ratio_interval=(search.measured[best.plan].ratio["low"], search.measured[best.plan].ratio["high"]),
         rejected=[{"schedule": m.schedule, "fd_ratio": m.ratio["ratio"], "fd_ratio_interval": [m.ratio["low"],
@@ -395,6 +400,13 @@ def plan_schedule(models: Mapping[str, object], reference: str | None, shape: tu
         sensitivities={f"[{lo:g}, {hi:g}]": {name: 1.0 + excess[k, name] for name in names if name != reference}
                        for k, (lo, hi) in enumerate(blocks.edges)},
         evaluations=list(search.measured.values()) + (list(checked.measured.values()) if checked else []))
+
+
+def confirmation_size(options: PlanOptions, left: int) -> int:
+    """Images per plan on fresh noise: ``options.confirm`` when given; else 2 n, or ``left`` // 3 when smaller,
+    so that all-reference, the first probe and one step of the bisection fit in the ``left`` images of the cap
+    (the search leaves at least 4 n: at least 4/3 n each)."""
+    return options.confirm if options.confirm is not None else min(options.confirm_n, left // 3)
 
 
 def cheap_first(blocks: Blocks, per: Mapping[str, float], reference: str) -> Callable:
@@ -420,10 +432,10 @@ class Search:
         self.measured: dict[tuple[str, ...], Measured] = {}
         self.images = 0
 
-    def confirmation(self, cap: int) -> Search:
-        """The same search on fresh noise (seed + CONFIRM_SEED), options.confirm_n images per plan, judged against
-        the same reference features, within ``cap`` images."""
-        fresh = replace(self.options, n=self.options.confirm_n, seed=self.options.seed + CONFIRM_SEED)
+    def confirmation(self, cap: int, n: int) -> Search:
+        """The same search on fresh noise (seed + CONFIRM_SEED), ``n`` images per plan, judged against the same
+        reference features, within ``cap`` images."""
+        fresh = replace(self.options, n=n, seed=self.options.seed + CONFIRM_SEED)
         return Search(self.models, self.shape, self.judge, None, fresh, self.blocks, self.flops, self.seconds, cap,
                       self.reference_features)
 
