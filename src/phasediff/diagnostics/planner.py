@@ -36,11 +36,11 @@ Search (screen, predict, verify):
    end <= beta: a pass the search's noise hardly explains; else the plan with the lowest upper end); then a
    bisection over the list (cheaper plans fail more often) moves to cheaper plans while they pass and dearer
    ones when one fails, within the image cap. Its fresh measurement is the one reported; with no plan
-   confirmed the answer is all-reference (ratio 1 by construction). The search keeps 4 n images of the cap
-   for the confirmation; by default (`confirmation_size`) each plan there gets 2 n images, or fewer so that
-   all-reference, the first probe and one step of the bisection fit in what the search left (at least 4/3 n
-   each): with two models and their small cap one robust probe could only confirm the plan it started at,
-   never step to the cheaper plan the search had also passed.
+   confirmed the answer is all-reference (ratio 1 by construction). The search leaves room in the cap for
+   all-reference and one plan at 2 n images each (``confirm`` when given). By default (`confirmation_size`)
+   each plan gets 2 n, or fewer so that all-reference, the first probe and one step of the bisection fit in
+   what the search left (at least 4/3 n each): with two models and their small cap, one probe could only
+   confirm the plan it started at, never step to the cheaper plan the search had also passed.
 
 The answer is the cheapest schedule confirmed to meet the budget (all-reference always does: ratio 1). Why
 this search: in the measured sweeps (docs/hybrid-study.md) the excesses of substitutions at the two ends of
