@@ -345,7 +345,8 @@ def _add_plan(commands) -> None:
                       f"all-reference (default {DEFAULT_BETA:g})")
     plan.add_argument("--confident", action="store_true", help="the upper end of the ratio's 95%% interval must "
                       "meet the budget (default: the bias-corrected ratio, as hybrid-sweep judges)")
-    plan.add_argument("--n", type=int, default=250, help="samples per schedule (default 250)")
+    plan.add_argument("--n", type=int, default=250, help="samples per schedule (default 250; 500 doubles the "
+                      "planning cost and confirms on twice the fresh samples, for budgets a cheap plan barely meets)")
     plan.add_argument("--confirm", type=int, default=None, help="samples on which the search's choice is measured "
                       "again from fresh noise, stepping back to dearer schedules that met the budget when it fails "
                       "(default 2 x --n, or fewer so that what the search left of the image cap holds all-reference and two "
