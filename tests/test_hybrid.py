@@ -1,5 +1,7 @@
 """Schedule evaluation (time, evaluations, FLOPs, paired Frechet ratio), the front, and the hybrid commands."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,8 @@ from phasediff.classifier import Classifier
 from phasediff.denoisers.local import LocalDenoiser
 from phasediff.denoisers.schedule import Schedule
 from phasediff.denoisers.unet import UNet
-from phasediff.diagnostics.schedules import (ScheduleResult, compare_schedules, flops_per_image, pareto_front,
-                                             run_schedule, sweep_windows)
+from phasediff.diagnostics.schedules import (ScheduleResult, compare_schedules, flops_per_image, interleaved_seconds,
+                                             pareto_front, run_schedule, sweep_windows)
 from phasediff.errors import PhasediffError
 from phasediff.metrics import QualityReport, frechet_ratio
 from phasediff.sampling import sample
@@ -84,6 +86,31 @@ def _result(name, seconds, fd):
                       class_fractions=[1.0], memorised_fraction=None, median_nn_ratio=None)
     return ScheduleResult(name=name, schedule="local", n=1, steps=1, member_steps={}, seconds=seconds,
                           images_per_second=1 / seconds, evaluations={}, flops=0.0, quality=q)
+
+
+class Sleepy(torch.nn.Module):
+    """Zero velocity after ``pause`` seconds; counts its calls."""
+
+    radius = None
+
+    def __init__(self, pause: float):
+        super().__init__()
+        self.pause, self.calls = pause, 0
+
+    def forward(self, x, t, label=None):
+        self.calls += 1
+        time.sleep(self.pause)
+        return torch.zeros_like(x)
+
+
+def test_interleaved_timing_samples_every_schedule_once_a_round():
+    slow, fast = Sleepy(0.005), Sleepy(0.0)
+    schedules = {"slow": Schedule.parse("slow"), "half": Schedule.parse("0:0.5=fast,0.5:1=slow")}
+    seconds = interleaved_seconds({"slow": slow, "fast": fast}, schedules, (1, 4, 4), steps=4, batch=2, rounds=3,
+                                  precision="fp32")
+    assert set(seconds) == {"slow", "half"}
+    assert slow.calls == (1 + 3) * (4 + 2) and fast.calls == (1 + 3) * 2  # an untimed batch, then one a round each
+    assert seconds["slow"] >= 4 * 0.005 / 2 and seconds["half"] >= 2 * 0.005 / 2  # per image: the pauses at least
 
 
 def test_pareto_front_keeps_only_undominated_schedules():

@@ -127,6 +127,28 @@ def compare_schedules(models: dict[str, object], schedules: dict[str, Schedule],
 
 
 @torch.no_grad()
+def interleaved_seconds(models: dict[str, object], schedules: dict[str, Schedule], shape: tuple[int, int, int],
+                        steps: int = 32, method: str = "euler", batch: int = 64, rounds: int = 5,
+                        precision: str = "bf16", device: str = "cpu") -> dict[str, float]:
+    """Wall-clock seconds per image of each whole schedule (sampler included), robust to the machine's drift:
+    in each of ``rounds`` rounds every schedule samples one batch from the same noise, the order rotating; the
+    median over rounds / batch. A slower minute hits every schedule alike, which sampling one schedule after
+    another cannot promise. One untimed batch of each first."""
+    denoisers = {name: schedule.build(models) for name, schedule in schedules.items()}
+    names, seconds = list(denoisers), {name: [] for name in denoisers}
+    with autocast(precision, torch.device(device).type):
+        for denoiser in denoisers.values():
+            sample(denoiser, batch, shape, steps=steps, method=method, batch_size=batch, device=device)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                start = time.perf_counter()
+                sample(denoisers[name], batch, shape, steps=steps, method=method, seed=r + 1, batch_size=batch,
+                       device=device)
+                seconds[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) / batch for name, values in seconds.items()}
+
+
+@torch.no_grad()
 def _warm_up(models: dict[str, object], shape, precision: str, device: str) -> None:
     """One small forward pass of each model, so that no schedule pays for first-call set-up."""
     x = torch.zeros((8, *shape), device=device)
