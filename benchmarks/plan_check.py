@@ -37,15 +37,16 @@ def main() -> None:
     schedule = Schedule.parse(plan["schedule"])
     models, shape = load_models({name: Path(plan["models"][name]) for name in schedule.models() + [plan["reference"]]})
     judge, reference = judge_and_reference(plan["data"])
+    precision = resolve_precision(args.precision)
     start = time.perf_counter()
     schedules = {"all-reference": Schedule.parse(plan["reference"]), "plan": schedule}
     results, _ = compare_schedules(models, schedules, judge,
                                    reference, n=args.n, shape=shape, steps=args.steps, seed=args.seed,
-                                   precision=resolve_precision(args.precision), baseline="all-reference",
+                                   precision=precision, baseline="all-reference",
                                    keep_images=0)
     base, mine = results
     timed = interleaved_seconds(models, schedules, shape, steps=args.steps, rounds=args.rounds,
-                                precision=resolve_precision(args.precision))
+                                precision=precision)
     report = {"schedule": plan["schedule"], "n": args.n, "seed": args.seed, "steps": args.steps,
               "fd_ratio": mine.frechet_ratio, "speedup_wall": base.seconds / mine.seconds,
               "speedup_wall_interleaved": timed["all-reference"] / timed["plan"], "seconds_per_image": timed,

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from phasediff.denoisers.schedule import NAME, Schedule, build_member
-from phasediff.diagnostics.schedules import flops_per_image, run_schedule
+from phasediff.diagnostics.schedules import flops_per_image, interleaved_median, run_schedule
 from phasediff.errors import PhasediffError
 from phasediff.metrics import classify, frechet_ratio
 from phasediff.precision import autocast
@@ -213,28 +213,17 @@ def sweep_plans(blocks: Blocks, models: Sequence[str], reference: str) -> set[tu
 def seconds_per_image(models: Mapping[str, object], shape: tuple[int, int, int], batch: int = 32,
                       repeats: int = 5, precision: str = "fp32", device: str = "cpu") -> dict[str, float]:
     """Wall-clock seconds of one forward pass per image of each model, as the sampler calls it (no label): a
-    batch at t = 0.5, the models interleaved in each of ``repeats`` rounds (a change of the machine's load
-    hits all alike; the order rotates), median over rounds / batch. One untimed pass each first."""
+    batch at t = 0.5, the models interleaved over ``repeats`` rounds (`interleaved_median`) / batch."""
     members = {name: build_member(name, models) for name in models}
     x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(0)).to(device)
     t = torch.full((batch,), 0.5, device=device)
-    names, seconds = list(members), {name: [] for name in members}
+
+    def run(member):
+        return lambda: member(x, t)
+
     with autocast(precision, torch.device(device).type):
-        for member in members.values():
-            member(x, t)
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                _synchronise(device)
-                start = time.perf_counter()
-                members[name](x, t)
-                _synchronise(device)
-                seconds[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) / batch for name, values in seconds.items()}
-
-
-def _synchronise(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+        medians = interleaved_median({name: run(m) for name, m in members.items()}, repeats, device)
+    return {name: value / batch for name, value in medians.items()}
 
 
 @dataclass

@@ -14,7 +14,7 @@ paired bootstrap interval (the same resampled indices in both, since sample i of
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -126,26 +126,42 @@ def compare_schedules(models: dict[str, object], schedules: dict[str, Schedule],
     return results, grids
 
 
+def interleaved_median(runs: dict[str, Callable[[], object]], rounds: int, device: str = "cpu") -> dict[str, float]:
+    """Median wall-clock seconds of each run over ``rounds`` rounds, every run once a round in an order that
+    rotates: a slower minute of the machine hits every run alike, which timing one after another cannot promise.
+    One untimed call of each first."""
+    names, seconds = list(runs), {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            _synchronise(device)
+            start = time.perf_counter()
+            runs[name]()
+            _synchronise(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in seconds.items()}
+
+
+def _synchronise(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def interleaved_seconds(models: dict[str, object], schedules: dict[str, Schedule], shape: tuple[int, int, int],
                         steps: int = 32, method: str = "euler", batch: int = 64, rounds: int = 5,
                         precision: str = "bf16", device: str = "cpu") -> dict[str, float]:
-    """Wall-clock seconds per image of each whole schedule (sampler included), robust to the machine's drift:
-    in each of ``rounds`` rounds every schedule samples one batch from the same noise, the order rotating; the
-    median over rounds / batch. A slower minute hits every schedule alike, which sampling one schedule after
-    another cannot promise. One untimed batch of each first."""
+    """Wall-clock seconds per image of each whole schedule (sampler included): one batch from the same noise
+    each round (`interleaved_median`) / batch."""
     denoisers = {name: schedule.build(models) for name, schedule in schedules.items()}
-    names, seconds = list(denoisers), {name: [] for name in denoisers}
+
+    def run(denoiser):
+        return lambda: sample(denoiser, batch, shape, steps=steps, method=method, batch_size=batch, device=device)
+
     with autocast(precision, torch.device(device).type):
-        for denoiser in denoisers.values():
-            sample(denoiser, batch, shape, steps=steps, method=method, batch_size=batch, device=device)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                start = time.perf_counter()
-                sample(denoisers[name], batch, shape, steps=steps, method=method, seed=r + 1, batch_size=batch,
-                       device=device)
-                seconds[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) / batch for name, values in seconds.items()}
+        medians = interleaved_median({name: run(d) for name, d in denoisers.items()}, rounds, device)
+    return {name: value / batch for name, value in medians.items()}
 
 
 @torch.no_grad()
